@@ -1,0 +1,341 @@
+"""One backend: its long-lived client session, its state, and its cached components."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import anyio
+import jsonschema
+import mcp_types
+from fastmcp import Client
+from fastmcp.client.logging import LogMessage
+from fastmcp.client.messages import MessageHandler
+from fastmcp.client.transports import StdioTransport
+from fastmcp.client.transports.base import TransportOptions
+from mcp import ClientSession, MCPError
+
+from gateway.backends.errors import BackendError, BackendUnavailable, CallTimeout, InvalidParams, UnknownTool
+from gateway.backends.transports import StderrTail, make_transport
+from gateway.config import ServerSpec
+
+logger = logging.getLogger("gateway.backends")
+
+ProgressHandler = Callable[[float, float | None, str | None], Awaitable[None]]
+LogSink = Callable[[LogMessage], Awaitable[None]]
+
+MAX_BACKOFF = 30.0
+
+
+class State(StrEnum):
+    connecting = "connecting"
+    ready = "ready"
+    failed = "failed"  # never got ready since it was added
+    down = "down"  # was ready, lost its connection; reconnects on the next call
+    stopped = "stopped"
+
+
+class _RelaySession(ClientSession):
+    """Results are relayed, not consumed: the end client checks output schemas for itself."""
+
+    async def validate_tool_result(self, name: str, result: mcp_types.CallToolResult) -> None:
+        return None
+
+
+@dataclass
+class ToolEntry:
+    tool: mcp_types.Tool
+    validator: Any | None  # a jsonschema validator, or None when the schema is unusable
+
+
+@dataclass
+class Components:
+    tools: dict[str, ToolEntry] = field(default_factory=dict)
+    resources: list[mcp_types.Resource] = field(default_factory=list)
+    templates: list[mcp_types.ResourceTemplate] = field(default_factory=list)
+    prompts: list[mcp_types.Prompt] = field(default_factory=list)
+
+
+def _validator(schema: dict[str, Any] | None) -> Any | None:
+    if not schema:
+        return None
+    try:
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(schema)
+        return cls(schema)
+    except jsonschema.SchemaError:
+        return None
+
+
+def describe_params(schema: dict[str, Any] | None) -> str:
+    """A one-line summary of what a tool accepts, for error messages read by an LLM."""
+    properties = (schema or {}).get("properties") or {}
+    if not properties:
+        return "no parameters"
+    required = set((schema or {}).get("required") or [])
+    parts = []
+    for name, prop in properties.items():
+        kind = prop.get("type") if isinstance(prop, dict) else None
+        kind = "|".join(kind) if isinstance(kind, list) else kind or "any"
+        parts.append(f"{name} ({kind}{', required' if name in required else ''})")
+    return ", ".join(parts)
+
+
+def _describe_exception(exc: BaseException) -> str:
+    root = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    if isinstance(root, OSError) and root is not exc:
+        exc = root
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, MCPError):
+        return exc.error.message
+    if isinstance(exc, FileNotFoundError):
+        return f"command not found: {exc.filename or exc}"
+    if isinstance(exc, PermissionError):
+        return f"command not executable: {exc.filename or exc}"
+    text = str(exc) or type(exc).__name__
+    return text.removeprefix("Client failed to connect: ")
+
+
+class Backend:
+    def __init__(self, name: str, spec: ServerSpec, *, call_timeout: float, connect_timeout: float,
+                 on_change: Callable[[Backend], None], spawn: Callable[..., None]) -> None:
+        self.name = name
+        self.spec = spec
+        self.call_timeout = spec.timeout or call_timeout
+        self.connect_timeout = connect_timeout
+        self.state = State.connecting
+        self.last_error: str | None = None
+        self.components = Components()
+        self.failures = 0
+        self.retry_at = 0.0
+        self.connected_at: float | None = None
+        self._on_change = on_change
+        self._spawn = spawn  # starts a background task in the pool's task group
+        self._client: Client | None = None
+        self._lock = anyio.Lock()
+        self._log_sinks: list[LogSink] = []
+        self.stderr = StderrTail(name) if spec.kind == "stdio" else None
+        if self.stderr is not None:
+            spawn(self.stderr.pump)
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def _new_client(self) -> Client:
+        backend = self
+
+        class Changes(MessageHandler):
+            async def on_tool_list_changed(self, message: Any) -> None:
+                backend._spawn(backend.refresh)
+
+            async def on_resource_list_changed(self, message: Any) -> None:
+                backend._spawn(backend.refresh)
+
+            async def on_prompt_list_changed(self, message: Any) -> None:
+                backend._spawn(backend.refresh)
+
+        client = Client(make_transport(self.spec, self.stderr), name=f"gateway-{self.name}",
+                        timeout=self.call_timeout, init_timeout=self.connect_timeout,
+                        log_handler=self._forward_log, message_handler=Changes())
+        # No public knob for the session class; this is how FastMCP's own proxy relays results.
+        client._transport_options = TransportOptions(session_class=_RelaySession)
+        return client
+
+    async def connect(self) -> None:
+        """Starts (or restarts) the session and lists the backend's components."""
+        async with self._lock:
+            if self.state is State.ready and self._alive():
+                return
+            await self._drop_client()
+            self.state = State.connecting
+            client = self._new_client()
+            try:
+                with anyio.fail_after(self.connect_timeout):
+                    await client.__aenter__()
+                    components = await self._list_components(client)
+            except Exception as exc:
+                with anyio.CancelScope(shield=True):
+                    await self._close(client)
+                    # let the last stderr lines of a dying process arrive before we quote them
+                    await anyio.sleep(0.05)
+                self._record_failure(f"could not connect: {_describe_exception(exc)}"
+                                     + (" (connect timeout %gs)" % self.connect_timeout
+                                        if isinstance(exc, TimeoutError) else ""))
+                self._on_change(self)
+                raise BackendUnavailable(f"server '{self.name}' {self.last_error}") from None
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await self._close(client)
+                raise
+            self._client = client
+            self.components = components
+            self.state = State.ready
+            self.failures = 0
+            self.last_error = None
+            self.connected_at = time.time()
+        self._on_change(self)
+
+    def _record_failure(self, reason: str) -> None:
+        tail = self.stderr.tail() if self.stderr else ""
+        self.last_error = reason + (f"; stderr: {tail}" if tail else "")
+        self.state = State.down if self.connected_at else State.failed
+        self.failures += 1
+        # A backend that was serving gets one immediate retry (a crash costs one failed call);
+        # after that, and for backends that never started, the wait doubles up to MAX_BACKOFF.
+        first_loss = self.state is State.down and self.failures == 1
+        delay = 0.0 if first_loss else min(0.5 * 2 ** (self.failures - 1), MAX_BACKOFF)
+        self.retry_at = time.monotonic() + delay
+
+    async def _list_components(self, client: Client) -> Components:
+        caps = client.server_capabilities
+        tools = await client.list_tools()
+        found = Components(tools={t.name: ToolEntry(t, _validator(t.input_schema)) for t in tools})
+        if caps is not None and caps.resources is not None:
+            found.resources = await self._optional(client.list_resources, "resources")
+            found.templates = await self._optional(client.list_resource_templates, "resource templates")
+        if caps is not None and caps.prompts is not None:
+            found.prompts = await self._optional(client.list_prompts, "prompts")
+        return found
+
+    async def _optional(self, fetch: Callable[[], Awaitable[list[Any]]], what: str) -> list[Any]:
+        # Tools are the point of a backend; one that advertises resources but fails to list them
+        # still serves its tools.
+        try:
+            return await fetch()
+        except MCPError as exc:
+            logger.warning("server '%s' advertises %s but listing them failed: %s", self.name, what, exc)
+            return []
+
+    async def refresh(self) -> None:
+        """Re-lists components after the backend said they changed."""
+        client = self._client
+        if client is None or self.state is not State.ready:
+            return
+        try:
+            with anyio.fail_after(self.connect_timeout):
+                self.components = await self._list_components(client)
+        except Exception as exc:
+            logger.warning("server '%s': refreshing its tool list failed: %s", self.name,
+                           _describe_exception(exc))
+            return
+        self._on_change(self)
+
+    def _alive(self) -> bool:
+        client = self._client
+        if client is None:
+            return False
+        transport = client.transport
+        # A stdio session notices its process died without any request being made.
+        return not (isinstance(transport, StdioTransport) and transport._is_session_dead())
+
+    def refresh_state(self) -> State:
+        if self.state is State.ready and not self._alive():
+            self._record_failure("the backend process exited")
+            self._on_change(self)
+        return self.state
+
+    async def _drop_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with anyio.CancelScope(shield=True):
+                await self._close(client)
+
+    async def _close(self, client: Client) -> None:
+        with anyio.move_on_after(8):
+            try:
+                await client.close()
+            except Exception as exc:  # a half-dead transport may complain while closing
+                logger.debug("server '%s': error while closing: %s", self.name, exc)
+
+    async def aclose(self) -> None:
+        self.state = State.stopped
+        await self._drop_client()
+        if self.stderr is not None:
+            self.stderr.close()
+
+    # -- calls --------------------------------------------------------------------------------
+
+    async def ready_client(self) -> Client:
+        if self.refresh_state() is State.ready and self._client is not None:
+            return self._client
+        if self.state is State.stopped:
+            raise BackendUnavailable(f"server '{self.name}' was removed")
+        if self.state is not State.connecting:
+            wait = self.retry_at - time.monotonic()
+            if wait > 0:
+                raise BackendUnavailable(
+                    f"server '{self.name}' is {self.state.value}: {self.last_error}. "
+                    f"Next reconnect attempt in {wait:.1f}s; other servers are unaffected.")
+        await self.connect()
+        assert self._client is not None
+        return self._client
+
+    def tool_entry(self, tool: str) -> ToolEntry:
+        entry = self.components.tools.get(tool)
+        if entry is None:
+            known = ", ".join(sorted(self.components.tools)) or "none"
+            raise UnknownTool(f"server '{self.name}' has no tool '{tool}'. Its tools: {known}")
+        return entry
+
+    async def call(self, tool: str, args: dict[str, Any], *, timeout: float | None = None,
+                   progress: ProgressHandler | None = None, log: LogSink | None = None
+                   ) -> mcp_types.CallToolResult:
+        client = await self.ready_client()
+        entry = self.tool_entry(tool)
+        if entry.validator is not None:
+            error = next(iter(sorted(entry.validator.iter_errors(args), key=lambda e: e.path)), None)
+            if error is not None:
+                where = "/".join(str(p) for p in error.absolute_path)
+                raise InvalidParams(
+                    f"params for '{tool}' of server '{self.name}' do not match its input schema"
+                    f"{f' at {where!r}' if where else ''}: {error.message}. "
+                    f"Expected: {describe_params(entry.tool.input_schema)}")
+        limit = timeout or self.call_timeout
+        if log is not None:
+            self._log_sinks.append(log)
+        try:
+            return await client.call_tool_mcp(tool, args, timeout=limit, progress_handler=progress)
+        except MCPError as exc:
+            if exc.error.code == mcp_types.REQUEST_TIMEOUT:
+                raise CallTimeout(f"call to '{tool}' on server '{self.name}' timed out after {limit:g}s "
+                                  f"(the backend was told to cancel it). Retry with a larger "
+                                  f"'timeout' if the tool needs more time.") from None
+            if exc.error.code != mcp_types.CONNECTION_CLOSED:
+                raise BackendError(f"server '{self.name}' rejected the call to '{tool}': "
+                                   f"{exc.error.message}") from None
+            await self._lost(exc)
+        except (anyio.get_cancelled_exc_class(), BackendError):
+            raise
+        except Exception as exc:
+            await self._lost(exc)
+        finally:
+            if log is not None:
+                self._log_sinks.remove(log)
+        if self.state is State.stopped:
+            raise BackendUnavailable(f"server '{self.name}' was removed while the call to '{tool}' "
+                                     f"was in flight")
+        raise BackendUnavailable(f"server '{self.name}' lost its connection during the call to "
+                                 f"'{tool}': {self.last_error}. It is restarted on the next call.")
+
+    async def _lost(self, exc: BaseException) -> None:
+        async with self._lock:
+            if self.state is State.ready:
+                with anyio.CancelScope(shield=True):
+                    await anyio.sleep(0.05)  # let the dying process's last stderr lines arrive
+                self._record_failure(f"connection lost ({_describe_exception(exc)})")
+                await self._drop_client()
+        self._on_change(self)
+
+    async def _forward_log(self, message: LogMessage) -> None:
+        # A session is shared by concurrent calls and log notifications carry no request id,
+        # so they go to the most recent caller still waiting; otherwise to our own log.
+        if self._log_sinks:
+            await self._log_sinks[-1](message)
+        else:
+            logger.info("[%s] %s: %s", self.name, message.level, message.data)

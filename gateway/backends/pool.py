@@ -1,0 +1,147 @@
+"""The set of backends: concurrent start, one call path, and the index of re-exported names."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AsyncExitStack
+from typing import Any
+
+import anyio
+import mcp_types
+
+from gateway.backends.backend import Backend, LogSink, ProgressHandler
+from gateway.backends.errors import BackendUnavailable, RegistrationError, UnknownServer
+from gateway.config import GatewaySettings, ServerSpec
+from gateway.names import build_index, check_server_name
+
+logger = logging.getLogger("gateway.pool")
+
+CLOSE_TIMEOUT = 5.0
+
+
+class BackendPool:
+    """Owns every backend session. Use as `async with BackendPool(settings) as pool:`."""
+
+    def __init__(self, settings: GatewaySettings, reserved_names: Iterable[str] = ()) -> None:
+        self.settings = settings
+        self.reserved_names = frozenset(reserved_names)
+        self._backends: dict[str, Backend] = {}
+        self._listeners: list[Callable[[], None]] = []
+        self._stack = AsyncExitStack()
+        self._tg: anyio.abc.TaskGroup | None = None
+        self.tool_index: dict[str, tuple[str, str]] = {}
+        self.prompt_index: dict[str, tuple[str, str]] = {}
+        self.collisions: list[str] = []
+        self.version = 0
+
+    async def __aenter__(self) -> BackendPool:
+        self._tg = await self._stack.enter_async_context(anyio.create_task_group())
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        try:
+            await self.aclose()
+        finally:
+            assert self._tg is not None
+            self._tg.cancel_scope.cancel()
+            await self._stack.__aexit__(*exc_info)
+
+    def _spawn(self, fn: Callable[[], Any]) -> None:
+        assert self._tg is not None, "the pool is not running"
+        self._tg.start_soon(fn)
+
+    # -- membership ---------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        return sorted(self._backends)
+
+    def backends(self) -> list[Backend]:
+        return [self._backends[name] for name in self.names()]
+
+    def get(self, name: str) -> Backend:
+        backend = self._backends.get(name)
+        if backend is None:
+            known = ", ".join(self.names()) or "none registered"
+            raise UnknownServer(f"unknown server '{name}'. Known servers: {known}")
+        return backend
+
+    async def add(self, name: str, spec: ServerSpec, *, must_connect: bool) -> Backend:
+        """Adds and connects a backend.
+
+        With `must_connect` (runtime registration) a backend that cannot connect is not kept, so
+        nothing is ever half-registered; otherwise (config file) it stays, shown as failed.
+        """
+        problem = check_server_name(name, self.settings.separator)
+        if problem:
+            raise RegistrationError(f"server name '{name}' {problem}")
+        if name in self._backends:
+            raise RegistrationError(f"a server named '{name}' already exists; remove it first or "
+                                    f"choose another name")
+        backend = Backend(name, spec, call_timeout=self.settings.call_timeout,
+                          connect_timeout=self.settings.connect_timeout,
+                          on_change=self._changed, spawn=self._spawn)
+        self._backends[name] = backend  # claims the name at once; visible as "connecting"
+        try:
+            await backend.connect()
+        except BackendUnavailable as exc:
+            if must_connect:
+                await self._discard(name, backend)
+                raise RegistrationError(str(exc)) from None
+            logger.warning("%s", exc)
+        except BaseException:
+            await self._discard(name, backend)
+            raise
+        return backend
+
+    async def start_all(self, specs: Mapping[str, ServerSpec]) -> None:
+        """Starts every enabled backend at once; a failing one never holds up the others."""
+        async with anyio.create_task_group() as tg:
+            for name, spec in specs.items():
+                if spec.active:
+                    tg.start_soon(lambda n=name, s=spec: self.add(n, s, must_connect=False))
+
+    async def remove(self, name: str) -> None:
+        backend = self.get(name)
+        await self._discard(name, backend)
+
+    async def _discard(self, name: str, backend: Backend) -> None:
+        if self._backends.get(name) is backend:
+            del self._backends[name]
+        with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_TIMEOUT):
+            await backend.aclose()
+        self._changed(backend)
+
+    async def aclose(self) -> None:
+        backends, self._backends = list(self._backends.values()), {}
+        with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_TIMEOUT):
+            async with anyio.create_task_group() as tg:
+                for backend in backends:
+                    tg.start_soon(backend.aclose)
+
+    # -- calls --------------------------------------------------------------------------------
+
+    async def call(self, server: str, tool: str, args: dict[str, Any], *, timeout: float | None = None,
+                   progress: ProgressHandler | None = None, log: LogSink | None = None
+                   ) -> mcp_types.CallToolResult:
+        """The one road into a backend tool: control tools, re-exported tools and pipelines."""
+        return await self.get(server).call(tool, args, timeout=timeout, progress=progress, log=log)
+
+    # -- change events ------------------------------------------------------------------------
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        self._listeners.append(listener)
+
+    def _changed(self, _backend: Backend) -> None:
+        ready = [b for b in self._backends.values() if b.components.tools or b.components.prompts]
+        sep = self.settings.separator
+        self.tool_index, tool_collisions = build_index(
+            ((b.name, t) for b in ready for t in b.components.tools), sep, self.reserved_names)
+        self.prompt_index, prompt_collisions = build_index(
+            ((b.name, p.name) for b in ready for p in b.components.prompts), sep)
+        for message in set(tool_collisions + prompt_collisions) - set(self.collisions):
+            logger.warning("name collision: %s", message)
+        self.collisions = tool_collisions + prompt_collisions
+        self.version += 1
+        for listener in self._listeners:
+            listener()

@@ -1,0 +1,107 @@
+"""The `gateway` command."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from enum import Enum
+from pathlib import Path
+
+# Read by fastmcp at import time. Failing calls are answered to the client as error results;
+# fastmcp's own rich tracebacks for them would only flood the console.
+os.environ.setdefault("FASTMCP_LOG_LEVEL", "CRITICAL")
+
+import anyio
+import typer
+
+from gateway.config import ConfigError, GatewayConfig, load_config
+
+app = typer.Typer(add_completion=False, rich_markup_mode=None,
+                  help="One MCP server in front of many MCP servers.")
+
+
+class Transport(str, Enum):
+    stdio = "stdio"
+    streamable_http = "streamable-http"
+    http = "http"
+    sse = "sse"
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"gateway: {message}", err=True)
+    raise typer.Exit(code)
+
+
+async def _serve(config: GatewayConfig, transport: Transport, host: str, port: int,
+                 path: str | None, allow_any_command: bool) -> None:
+    from gateway.server import running_gateway
+
+    async with running_gateway(config, allow_any_command=allow_any_command) as mcp, \
+            anyio.create_task_group() as tg:
+        async def stop_on_signal() -> None:
+            # SIGTERM/SIGHUP would otherwise end the process without stopping the backends.
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+                async for _ in signals:
+                    tg.cancel_scope.cancel()
+                    return
+
+        async def run() -> None:
+            if transport is Transport.stdio:
+                await mcp.run_stdio_async(show_banner=False)
+            else:
+                kind = "sse" if transport is Transport.sse else "streamable-http"
+                await mcp.run_http_async(transport=kind, host=host, port=port, path=path,
+                                         show_banner=False, log_level="warning")
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(stop_on_signal)
+        tg.start_soon(run)
+
+
+@app.callback(invoke_without_command=True)
+def serve(
+    ctx: typer.Context,
+    auto_register: Path | None = typer.Option(
+        None, "--auto-register", "-c", metavar="FILE",
+        help="Config file in the Claude-Desktop 'mcpServers' format; its servers start with the gateway."),
+    transport: Transport = typer.Option(
+        Transport.stdio, "--transport", "-t",
+        help="How clients reach the gateway: stdio, streamable-http (alias http, served at /mcp) "
+             "or sse (legacy, served at /sse)."),
+    host: str = typer.Option("127.0.0.1", help="Interface for the HTTP transports."),
+    port: int = typer.Option(8003, help="Port for the HTTP transports."),
+    path: str | None = typer.Option(None, help="Endpoint path for HTTP (default /mcp, or /sse)."),
+    allow_any_command: bool = typer.Option(
+        False, "--allow-any-command",
+        help="Let register_server start any command and reach any URL. Unsafe: an LLM could run "
+             "anything. Prefer gateway.allow_commands / allow_urls in the config."),
+    log_level: str = typer.Option("WARNING", help="Gateway log level (logs go to stderr)."),
+) -> None:
+    """Run the gateway (stdio by default)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(auto_register) if auto_register else GatewayConfig()
+    except ConfigError as exc:
+        _fail(str(exc))
+    if allow_any_command or config.gateway.allow_any_command:
+        logging.getLogger("gateway").warning(
+            "any command may be registered at runtime (--allow-any-command): clients can run anything")
+    try:
+        anyio.run(_serve, config, transport, host, port, path, allow_any_command)
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        _fail(f"cannot serve: {exc}", 1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""The config file: Claude-Desktop `mcpServers` entries plus an optional `gateway` section.
+
+Strings may use `${VAR}` and `${VAR:-default}`; they are expanded from the environment before
+validation so that secrets live in the environment, not in the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gateway.names import check_server_name
+
+TransportKind = Literal["stdio", "streamable-http", "sse"]
+_TRANSPORT_ALIASES = {"stdio": "stdio", "http": "streamable-http", "streamable-http": "streamable-http",
+                      "streamable_http": "streamable-http", "sse": "sse"}
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(Exception):
+    """A config problem, phrased for the person who wrote the file."""
+
+
+class ServerSpec(BaseModel):
+    """One backend, in the Claude-Desktop `mcpServers` shape."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    command: str | None = Field(None, description="executable of a stdio backend")
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    url: str | None = Field(None, description="URL of a streamable-HTTP or SSE backend")
+    transport: str | None = Field(None, description="stdio | streamable-http (alias http) | sse")
+    type: str | None = Field(None, description="alias of transport, as Claude Code writes it")
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: float | None = Field(None, gt=0, description="per-call timeout in seconds")
+    description: str | None = None
+    enabled: bool = True
+    disabled: bool = False
+
+    @field_validator("transport", "type")
+    @classmethod
+    def _known_transport(cls, value: str | None) -> str | None:
+        if value is not None and value not in _TRANSPORT_ALIASES:
+            raise ValueError(f"unknown transport {value!r}; use stdio, streamable-http (or http) or sse")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ServerSpec:
+        if bool(self.command) == bool(self.url):
+            raise ValueError("give exactly one of 'command' (stdio backend) or 'url' (remote backend)")
+        declared = self.transport or self.type
+        if declared is not None:
+            kind = _TRANSPORT_ALIASES[declared]
+            if (kind == "stdio") != bool(self.command):
+                raise ValueError(f"transport {declared!r} does not fit "
+                                 f"{'a command' if self.command else 'a url'}")
+        if self.command and self.headers:
+            raise ValueError("'headers' only apply to url backends")
+        return self
+
+    @property
+    def kind(self) -> TransportKind:
+        if self.command:
+            return "stdio"
+        declared = self.transport or self.type
+        if declared:
+            return _TRANSPORT_ALIASES[declared]  # type: ignore[return-value]
+        assert self.url is not None
+        return "sse" if self.url.rstrip("/").endswith("/sse") else "streamable-http"
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and not self.disabled
+
+
+class GatewaySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    call_timeout: float = Field(10.0, gt=0, description="default per-call timeout, seconds")
+    connect_timeout: float = Field(30.0, gt=0, description="start + handshake + listing, seconds")
+    separator: str = Field("__", pattern=r"^[A-Za-z0-9_-]{1,4}$",
+                           description="between server and tool in re-exported names")
+    export_tools: bool = Field(True, description="re-export backend tools, resources and prompts")
+    allow_commands: list[str] = Field(default_factory=list,
+                                      description="executables (exact paths or globs) register_server may start")
+    allow_urls: list[str] = Field(default_factory=list, description="URL prefixes register_server may reach")
+    allow_any_command: bool = Field(False, description="let register_server start anything (unsafe)")
+
+
+class GatewayConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mcpServers: dict[str, ServerSpec] = Field(default_factory=dict)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+
+    @model_validator(mode="after")
+    def _names(self) -> GatewayConfig:
+        for name in self.mcpServers:
+            problem = check_server_name(name, self.gateway.separator)
+            if problem:
+                raise ValueError(f"server name {name!r}: {problem}")
+        return self
+
+
+def expand_env(value: Any, env: Mapping[str, str], where: str = "") -> Any:
+    """Expands `${VAR}` / `${VAR:-default}` in every string inside `value`."""
+    if isinstance(value, str):
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{where or 'value'}: environment variable {name} is not set "
+                              f"(set it, or write ${{{name}:-default}})")
+        return _VAR.sub(substitute, value)
+    if isinstance(value, list):
+        return [expand_env(v, env, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: expand_env(v, env, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+    return value
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    loc = [str(part) for part in error["loc"]]
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    if len(loc) >= 2 and loc[0] == "mcpServers":
+        field = ".".join(loc[2:])
+        return f"server {loc[1]!r}" + (f", field {field!r}" if field else "") + f": {message}"
+    return (f"field {'.'.join(loc)!r}: " if loc else "") + message
+
+
+def parse_config(raw: Any, source: str = "config", env: Mapping[str, str] | None = None,
+                 base_dir: Path | None = None) -> GatewayConfig:
+    """Validates already-decoded JSON. Raises ConfigError with one readable message."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a JSON object with 'mcpServers'")
+    try:
+        expanded = expand_env(raw, os.environ if env is None else env)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {_where_to_server(str(exc))}") from None
+    try:
+        config = GatewayConfig.model_validate(expanded)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(e) for e in exc.errors())
+        raise ConfigError(f"{source}: {problems}") from None
+    if base_dir is not None:
+        for spec in config.mcpServers.values():
+            _anchor(spec, base_dir)
+    return config
+
+
+def _where_to_server(message: str) -> str:
+    # "mcpServers.db.env.TOKEN: ..." reads better as "server 'db', field 'env.TOKEN': ..."
+    match = re.match(r"^mcpServers\.([^.\[]+)[.]?(.*?): (.*)$", message)
+    if match:
+        server, field, rest = match.groups()
+        return f"server {server!r}" + (f", field {field!r}" if field else "") + f": {rest}"
+    return message
+
+
+def _anchor(spec: ServerSpec, base_dir: Path) -> None:
+    """Relative paths in a config file mean "next to the file", wherever the gateway runs."""
+    if spec.cwd is not None and not Path(spec.cwd).is_absolute():
+        spec.cwd = str((base_dir / spec.cwd).resolve())
+    if spec.command and "/" in spec.command and not Path(spec.command).is_absolute():
+        spec.command = str((base_dir / spec.command).absolute())
+    if spec.command and spec.cwd is None:
+        spec.cwd = str(base_dir)
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    return parse_config(raw, source=str(path), base_dir=path.resolve().parent)

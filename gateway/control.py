@@ -1,0 +1,157 @@
+"""The control tools an LLM calls. Thin: check input, call the pool, shape the answer."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Annotated, Any
+
+import mcp_types
+from fastmcp import Context, FastMCP
+from fastmcp.exceptions import ToolError
+from fastmcp.tools import ToolResult
+from pydantic import Field, ValidationError
+
+from gateway.backends.backend import Backend, describe_params
+from gateway.backends.errors import BackendError
+from gateway.backends.pool import BackendPool
+from gateway.config import ServerSpec
+from gateway.policy import PolicyError, RegistrationPolicy, redact_url
+from gateway.relay import relay_call
+
+CONTROL_TOOLS = ("register_server", "remove_server", "list_servers", "call_backend")
+
+
+def server_summary(backend: Backend, pool: BackendPool) -> dict[str, Any]:
+    """What list_servers shows of a backend. Env and header values are never included."""
+    spec = backend.spec
+    state = backend.refresh_state()
+    exported = {key: name for name, key in pool.tool_index.items()}
+    info: dict[str, Any] = {
+        "name": backend.name,
+        "transport": spec.kind,
+        "status": state.value,
+        "description": spec.description,
+        "tool_count": len(backend.components.tools),
+        "tools": [{"name": name, "exported_as": exported.get((backend.name, name))}
+                  for name in sorted(backend.components.tools)],
+        "timeout_seconds": backend.call_timeout,
+        "last_error": backend.last_error,
+    }
+    if spec.command:
+        info["command"] = os.path.basename(spec.command)
+        info["env_keys"] = sorted(spec.env)
+    else:
+        info["url"] = redact_url(spec.url or "")
+        info["header_keys"] = sorted(spec.headers)
+    if backend.components.resources or backend.components.templates:
+        info["resource_count"] = len(backend.components.resources) + len(backend.components.templates)
+    if backend.components.prompts:
+        info["prompt_count"] = len(backend.components.prompts)
+    return info
+
+
+def parse_params(params: dict[str, Any] | str | None) -> dict[str, Any]:
+    if params is None or params == "":
+        return {}
+    if isinstance(params, str):
+        try:
+            params = json.loads(params)
+        except json.JSONDecodeError as exc:
+            raise ToolError(f"params is not valid JSON ({exc.msg} at position {exc.pos}). "
+                            f'Pass a JSON object such as {{"a": 1}}.') from None
+    if not isinstance(params, dict):
+        raise ToolError(f"params must be a JSON object of the tool's arguments, "
+                        f"not {type(params).__name__}")
+    return params
+
+
+async def _notify_changed(ctx: Context) -> None:
+    # Only the calling client can be told; a modern-era client has no standing channel.
+    for note in (mcp_types.ToolListChangedNotification(), mcp_types.ResourceListChangedNotification(),
+                 mcp_types.PromptListChangedNotification()):
+        await ctx.send_notification(note)
+
+
+def add_control_tools(mcp: FastMCP, pool: BackendPool, policy: RegistrationPolicy) -> None:
+    @mcp.tool(annotations={"title": "Register an MCP server", "destructiveHint": False})
+    async def register_server(
+        name: Annotated[str, Field(description="Short unique name, letters/digits/_/-, e.g. 'github'. "
+                                               "Its tools become <name>__<tool>.")],
+        ctx: Context,
+        command: Annotated[str | None, Field(description="Executable of a stdio server, e.g. 'npx'. "
+                                                         "Give this or url.")] = None,
+        args: Annotated[list[str] | None, Field(description="Arguments for command")] = None,
+        env: Annotated[dict[str, str] | None, Field(description="Environment for command")] = None,
+        cwd: Annotated[str | None, Field(description="Working directory for command")] = None,
+        url: Annotated[str | None, Field(description="URL of a remote server (streamable HTTP, or "
+                                                     "SSE when it ends in /sse). Give this or command.")] = None,
+        transport: Annotated[str | None, Field(description="stdio, streamable-http or sse; "
+                                                           "inferred when omitted")] = None,
+        headers: Annotated[dict[str, str] | None, Field(description="HTTP headers for url")] = None,
+        description: Annotated[str | None, Field(description="What the server is for")] = None,
+        timeout: Annotated[float | None, Field(gt=0, description="Per-call timeout in seconds "
+                                                                 "(default 10)")] = None,
+    ) -> dict[str, Any]:
+        """Connect a new MCP server to the gateway and make its tools callable.
+
+        Returns the server's tools with their descriptions and parameters. The server must be
+        allowed by the gateway's policy. Afterwards call its tools with call_backend(server=name, ...)
+        or directly as <name>__<tool>.
+        """
+        try:
+            spec = ServerSpec(command=command, args=args or [], env=env or {}, cwd=cwd, url=url,
+                              transport=transport, headers=headers or {}, description=description,
+                              timeout=timeout)
+        except ValidationError as exc:
+            problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+            raise ToolError(f"cannot register '{name}': {problems}") from None
+        try:
+            policy.check(spec)
+            backend = await pool.add(name, spec, must_connect=True)
+        except (PolicyError, BackendError) as exc:
+            raise ToolError(f"cannot register '{name}': {exc}") from None
+        await _notify_changed(ctx)
+        tools = backend.components.tools
+        return {
+            "registered": name,
+            "status": backend.state.value,
+            "tools": [{"name": t.tool.name, "description": t.tool.description,
+                       "params": describe_params(t.tool.input_schema)} for t in tools.values()],
+        }
+
+    @mcp.tool(annotations={"title": "Remove an MCP server", "destructiveHint": True})
+    async def remove_server(
+        name: Annotated[str, Field(description="Name of a registered server (see list_servers)")],
+        ctx: Context,
+    ) -> dict[str, Any]:
+        """Disconnect a server, stop its process and remove its tools from the gateway."""
+        try:
+            await pool.remove(name)
+        except BackendError as exc:
+            raise ToolError(str(exc)) from None
+        await _notify_changed(ctx)
+        return {"removed": name, "servers": pool.names()}
+
+    @mcp.tool(annotations={"title": "List MCP servers", "readOnlyHint": True})
+    async def list_servers() -> dict[str, Any]:
+        """List every server behind the gateway with its status (connecting, ready, failed, down),
+        its tools, and its last error. Use it to find the server and tool names for call_backend."""
+        result: dict[str, Any] = {"servers": [server_summary(b, pool) for b in pool.backends()]}
+        if pool.collisions:
+            result["name_collisions"] = pool.collisions
+        return result
+
+    @mcp.tool(output_schema=None, annotations={"title": "Call a tool on a server"})
+    async def call_backend(
+        server: Annotated[str, Field(description="Server name, from list_servers")],
+        tool: Annotated[str, Field(description="Tool name on that server (its own name, without "
+                                               "the server prefix)")],
+        params: Annotated[dict[str, Any] | str | None, Field(
+            description="The tool's arguments as a JSON object (or a JSON string of one)")] = None,
+        timeout: Annotated[float | None, Field(gt=0, le=3600, description=(
+            "Seconds to wait before giving up; defaults to the server's timeout (10 s unless "
+            "configured)"))] = None,
+    ) -> ToolResult:
+        """Call one tool on one server behind the gateway and return its result unchanged."""
+        return await relay_call(pool, server, tool, parse_params(params), timeout=timeout)

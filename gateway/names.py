@@ -1,0 +1,66 @@
+"""The one naming scheme for re-exported components: `<server><sep><name>`.
+
+Every client accepts `^[a-zA-Z0-9_-]{1,64}$`, so names are sanitised and, when too long, shortened
+with a stable hash suffix. The mapping is kept as a dict (exported -> original), which is what makes
+it reversible; nothing ever parses an exported name back apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+
+MAX_NAME = 64
+MAX_SERVER_NAME = 40
+VALID_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+_SERVER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+_INVALID_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
+
+
+def check_server_name(name: str, separator: str) -> str | None:
+    """Returns what is wrong with a server name, or None when it is usable."""
+    if not name:
+        return "must not be empty"
+    if len(name) > MAX_SERVER_NAME:
+        return f"is {len(name)} characters long; the limit is {MAX_SERVER_NAME}"
+    if not _SERVER_NAME.match(name):
+        return ("may only hold letters, digits, '_' and '-', and must start with a letter or digit "
+                "(for example 'weather' or 'my-db')")
+    if separator in name:
+        return f"must not contain the name separator {separator!r}"
+    return None
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def export_name(server: str, name: str, separator: str) -> str:
+    """`server__name`, made valid for every client; deterministic for the same input."""
+    full = f"{server}{separator}{name}"
+    clean = _INVALID_CHARS.sub("_", full)
+    if clean == full and len(clean) <= MAX_NAME:
+        return clean
+    # Anything altered carries a hash of the original, so two different originals never meet.
+    suffix = "-" + _digest(full)
+    return clean[: MAX_NAME - len(suffix)] + suffix
+
+
+def build_index(entries: Iterable[tuple[str, str]], separator: str,
+                reserved: Iterable[str] = ()) -> tuple[dict[str, tuple[str, str]], list[str]]:
+    """Maps exported name -> (server, original name); returns the collisions it had to resolve."""
+    taken = set(reserved)
+    index: dict[str, tuple[str, str]] = {}
+    collisions: list[str] = []
+    for server, name in sorted(entries):
+        exported = export_name(server, name, separator)
+        if exported in taken or exported in index:
+            other = index.get(exported)
+            owner = f"'{other[1]}' of server '{other[0]}'" if other else "a gateway tool"
+            renamed = export_name(server, f"{name}-{_digest(server + '/' + name)}", separator)
+            collisions.append(f"'{name}' of server '{server}' would be exported as '{exported}', "
+                              f"already used by {owner}; exported as '{renamed}' instead")
+            exported = renamed
+        index[exported] = (server, name)
+    return index, collisions

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the gateway, its test tools and the example backends' extras into .venv.
+# Idempotent; any failing step stops the script with a non-zero status.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PYTHON="${PYTHON:-python3}"
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "setup.sh: Python 3.11+ is required ($PYTHON is $("$PYTHON" --version 2>&1))" >&2
+    exit 1
+fi
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+
+# A TypeScript reference server (handshake-era protocol only) for the cross-era tests.
+if command -v npm >/dev/null 2>&1; then
+    npm install --silent --no-audit --no-fund --prefix .node-backends \
+        @modelcontextprotocol/server-memory@2026.8.31 >/dev/null
+else
+    echo "setup.sh: npm not found; the TypeScript-backend tests will be skipped" >&2
+fi
+
+.venv/bin/gateway --help >/dev/null
+echo "setup.sh: ready. Run: .venv/bin/gateway --auto-register gateway-config.json"

@@ -1,0 +1,236 @@
+"""FastMCP backend with predictable, misbehaving-on-demand tools for the gateway's tests.
+
+python testing_server.py              -> stdio
+python testing_server.py http PORT    -> streamable HTTP on 127.0.0.1:PORT/mcp
+python testing_server.py sse PORT     -> SSE on 127.0.0.1:PORT/sse
+
+TEST_BACKEND_CRASH_ON_START=1 makes it exit with status 3 before serving;
+TEST_BACKEND_CANCEL_LOG=FILE records cancelled slow/hang calls, one line each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import struct
+import subprocess
+import sys
+import warnings
+import wave
+import zlib
+from typing import Any
+
+# fastmcp reads its log level at import time; failing tools would otherwise print tracebacks.
+os.environ.setdefault("FASTMCP_LOG_LEVEL", "ERROR")
+
+from mcp_types import EmbeddedResource, LoggingLevel, TextContent, TextResourceContents
+
+from fastmcp import Context, FastMCP
+from fastmcp.exceptions import ToolError
+from fastmcp.tools import ToolResult
+from fastmcp.utilities.types import Audio, Image
+
+# ctx.log() on a 2026-07-28 connection warns that the logging capability is deprecated; the
+# message is still delivered, and the warning would only add stderr noise to every test.
+warnings.filterwarnings("ignore", message="The logging capability is deprecated")
+
+CRASH_ON_START_MESSAGE = "testing backend: refusing to start (TEST_BACKEND_CRASH_ON_START)"
+CRASH_MESSAGE = "testing backend: crashing on purpose"
+STRUCTURED = {"answer": 42, "items": [1, 2, 3]}
+
+mcp = FastMCP("testing", instructions="Deterministic test backend for mcp-gateway.")
+
+# Popen objects must stay referenced: a collected Popen would not be reaped and the test could
+# not tell "grandchild survived" from "grandchild never ran".
+_children: list[subprocess.Popen[bytes]] = []
+
+
+def _tiny_png() -> bytes:
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(tag + data))
+        return struct.pack(">I", len(data)) + tag + data + crc
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)  # 1x1, 8-bit RGB
+    pixels = zlib.compress(b"\x00\xff\x00\x00")  # filter byte + one red pixel
+    chunks = chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunks
+
+
+def _tiny_wav() -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(8000)
+        wav.writeframes(b"\x00\x00" * 80)  # 10 ms of silence
+    return buffer.getvalue()
+
+
+PNG_BYTES = _tiny_png()
+WAV_BYTES = _tiny_wav()
+
+
+def _record_cancel(line: str) -> None:
+    path = os.environ.get("TEST_BACKEND_CANCEL_LOG")
+    if path:
+        with open(path, "a", encoding="utf-8") as log:
+            log.write(line + "\n")
+
+
+@mcp.tool
+def echo(text: str) -> str:
+    """Return the text unchanged."""
+    return text
+
+
+@mcp.tool
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+@mcp.tool
+async def slow(seconds: float) -> str:
+    """Sleep for the given number of seconds, then answer."""
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        _record_cancel(f"slow {seconds} cancelled")
+        raise
+    return f"slept {seconds}"
+
+
+@mcp.tool
+async def hang() -> str:
+    """Never answer (until cancelled)."""
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        _record_cancel("hang cancelled")
+        raise
+    return "unreachable"
+
+
+@mcp.tool
+def crash() -> str:
+    """Kill the backend process abruptly, without answering."""
+    sys.stderr.write(CRASH_MESSAGE + "\n")
+    sys.stderr.flush()
+    os._exit(1)
+
+
+@mcp.tool
+def fail(message: str) -> str:
+    """Fail with the given message as a tool error."""
+    raise ToolError(message)
+
+
+@mcp.tool
+async def progress(ctx: Context, steps: int = 3) -> str:
+    """Report progress `steps` times, logging each step."""
+    for i in range(steps):
+        await ctx.info(f"progress step {i}")
+        await ctx.report_progress(i + 1, steps, f"step {i + 1}")
+        await asyncio.sleep(0.01)
+    return f"done {steps} steps"
+
+
+@mcp.tool
+async def log(ctx: Context, message: str, level: LoggingLevel = "info") -> str:
+    """Send a log message to the client at the given level."""
+    await ctx.log(message, level=level)
+    return f"logged at {level}"
+
+
+@mcp.tool
+def image() -> Image:
+    """Return a 1x1 PNG image."""
+    return Image(data=PNG_BYTES, format="png")
+
+
+@mcp.tool
+def audio() -> Audio:
+    """Return 10 ms of silent WAV audio."""
+    return Audio(data=WAV_BYTES, format="wav")
+
+
+@mcp.tool
+def embedded() -> EmbeddedResource:
+    """Return an embedded text resource."""
+    contents = TextResourceContents(
+        uri="test://embedded", mime_type="text/plain", text="embedded text"
+    )
+    return EmbeddedResource(type="resource", resource=contents)
+
+
+@mcp.tool
+def structured() -> dict[str, Any]:
+    """Return a fixed object, so the result carries structured content."""
+    return dict(STRUCTURED)
+
+
+@mcp.tool
+def mixed() -> ToolResult:
+    """Return text, an image and structured content in one result."""
+    return ToolResult(
+        content=[
+            TextContent(type="text", text="mixed result"),
+            Image(data=PNG_BYTES).to_image_content(),
+        ],
+        structured_content=dict(STRUCTURED),
+    )
+
+
+@mcp.tool
+def pid() -> int:
+    """Return the backend's process id."""
+    return os.getpid()
+
+
+@mcp.tool
+def spawn_child(seconds: float = 60) -> int:
+    """Start a `sleep` grandchild process and return its pid."""
+    child = subprocess.Popen(["sleep", str(seconds)])
+    _children.append(child)
+    return child.pid
+
+
+@mcp.tool
+def env(name: str) -> str | None:
+    """Return an environment variable of the backend process, or null when unset."""
+    return os.environ.get(name)
+
+
+@mcp.resource("test://info")
+def info() -> str:
+    return "testing backend"
+
+
+@mcp.resource("test://items/{item_id}")
+def item(item_id: str) -> str:
+    return f"item {item_id}"
+
+
+@mcp.prompt
+def greet(name: str) -> str:
+    """Greet someone by name."""
+    return f"Hello, {name}!"
+
+
+def main(argv: list[str]) -> None:
+    if os.environ.get("TEST_BACKEND_CRASH_ON_START") == "1":
+        sys.stderr.write(CRASH_ON_START_MESSAGE + "\n")
+        sys.stderr.flush()
+        sys.exit(3)
+    mode = argv[0] if argv else "stdio"
+    if mode == "stdio" and len(argv) <= 1:
+        mcp.run(show_banner=False)
+    elif mode in ("http", "sse") and len(argv) == 2 and argv[1].isdigit():
+        mcp.run(transport=mode, host="127.0.0.1", port=int(argv[1]), show_banner=False)
+    else:
+        raise SystemExit("usage: python testing_server.py [stdio | http PORT | sse PORT]")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
