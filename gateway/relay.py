@@ -5,7 +5,10 @@ Shared by `call_backend` and every re-exported tool, so both behave the same.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import json
+from collections.abc import Coroutine
 from typing import Any
 
 from fastmcp.client.logging import LogMessage
@@ -30,8 +33,15 @@ async def relay_call(pool: BackendPool, server: str, tool: str, args: dict[str, 
     ctx = _current_context()
     progress = log = None
     if ctx is not None:
+        # Backend notifications are handled in the backend session's own task, where FastMCP's
+        # request context is unset; run the forwarding in a copy of the caller's context instead.
+        caller = contextvars.copy_context()
+
+        def in_caller(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+            return asyncio.create_task(coro, context=caller)
+
         async def progress(value: float, total: float | None, message: str | None) -> None:
-            await ctx.report_progress(value, total, message)
+            await in_caller(ctx.report_progress(value, total, message))
 
         async def log(message: LogMessage) -> None:
             data = message.data
@@ -39,7 +49,8 @@ async def relay_call(pool: BackendPool, server: str, tool: str, args: dict[str, 
                 text, extra = data["msg"], data.get("extra")
             else:
                 text, extra = (data if isinstance(data, str) else json.dumps(data)), None
-            await ctx.log(text, level=message.level, logger_name=message.logger or server, extra=extra)
+            await in_caller(ctx.log(text, level=message.level, logger_name=message.logger or server,
+                                    extra=extra))
     try:
         result = await pool.call(server, tool, args, timeout=timeout, progress=progress, log=log)
     except BackendError as exc:

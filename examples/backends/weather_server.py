@@ -57,14 +57,7 @@ class WeatherApi:
                 "set WEATHER_API_BASE"
             ) from exc
         if not response.is_success:
-            hint = (
-                ": the weather service is having trouble, try again later"
-                if response.status_code >= 500
-                else ""
-            )
-            raise ToolError(
-                f"{url} answered HTTP {response.status_code}{_problem(response)}{hint}"
-            )
+            raise ToolError(f"{url} answered HTTP {response.status_code}{self._advice(response)}")
         try:
             payload = response.json()
         except ValueError as exc:
@@ -73,9 +66,15 @@ class WeatherApi:
             raise ToolError(f"{url} returned unexpected JSON (not an object)")
         return payload
 
+    def _advice(self, response: httpx2.Response) -> str:
+        if response.status_code >= 500:
+            return f"{_problem(response)}: the weather service is having trouble, try again later"
+        # api.weather.gov explains its own 4xx answers; anything else is likely the wrong host.
+        return _problem(response) or f": is WEATHER_API_BASE ({self.base}) right?"
+
     async def alerts(self, state: str) -> dict[str, Any]:
-        if not STATE_CODE.match(state):
-            raise ToolError(f"state must be a two-letter US state code such as 'CA', got '{state}'")
+        if not STATE_CODE.fullmatch(state):
+            raise ToolError(f"state must be a two-letter US state code such as 'CA', got {state!r}")
         area = state.upper()
         async with self._client() as client:
             payload = await self.get_json(client, f"{self.base}/alerts/active?area={area}")

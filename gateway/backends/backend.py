@@ -20,7 +20,7 @@ from fastmcp.client.transports.base import TransportOptions
 from mcp import ClientSession, MCPError
 
 from gateway.backends.errors import BackendError, BackendUnavailable, CallTimeout, InvalidParams, UnknownTool
-from gateway.backends.transports import StderrTail, make_transport
+from gateway.backends.transports import StderrTail, make_transport, stop_process_group
 from gateway.config import ServerSpec
 
 logger = logging.getLogger("gateway.backends")
@@ -119,6 +119,7 @@ class Backend:
         self._on_change = on_change
         self._spawn = spawn  # starts a background task in the pool's task group
         self._client: Client | None = None
+        self._pgid: int | None = None  # process group of a stdio backend
         self._lock = anyio.Lock()
         self._log_sinks: list[LogSink] = []
         self.stderr = StderrTail(name) if spec.kind == "stdio" else None
@@ -174,6 +175,7 @@ class Backend:
                     await self._close(client)
                 raise
             self._client = client
+            self._pgid = self.stderr.writer_pid() if self.stderr else None
             self.components = components
             self.state = State.ready
             self.failures = 0
@@ -242,9 +244,12 @@ class Backend:
 
     async def _drop_client(self) -> None:
         client, self._client = self._client, None
-        if client is not None:
-            with anyio.CancelScope(shield=True):
+        pgid, self._pgid = self._pgid, None
+        with anyio.CancelScope(shield=True):
+            if client is not None:
                 await self._close(client)
+            if pgid is not None:
+                await stop_process_group(pgid)
 
     async def _close(self, client: Client) -> None:
         with anyio.move_on_after(8):

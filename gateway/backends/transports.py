@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+from pathlib import Path
 from typing import TextIO
 
 import anyio
@@ -52,10 +54,44 @@ class StderrTail:
         text = self._buffer.decode(errors="replace").strip()
         return "\n".join(text.splitlines()[-lines:])
 
+    def writer_pid(self) -> int | None:
+        """Our child process whose stderr is this pipe: the backend we just started.
+
+        The MCP SDK starts each stdio backend in a session of its own but does not expose its pid;
+        knowing it lets us stop the backend's children too, which outlive it otherwise.
+        """
+        target = f"pipe:[{os.fstat(self.file.fileno()).st_ino}]"
+        me = str(os.getpid())
+        for entry in Path("/proc").glob("[0-9]*"):
+            try:
+                if (entry / "stat").read_text().rsplit(")", 1)[1].split()[1] != me:
+                    continue
+                if os.readlink(entry / "fd" / "2") == target:
+                    return int(entry.name)
+            except (OSError, IndexError):
+                continue
+        return None
+
     def close(self) -> None:
         anyio.notify_closing(self._read_fd)
         os.close(self._read_fd)
         self.file.close()
+
+
+async def stop_process_group(pgid: int, grace: float = 2.0) -> None:
+    """SIGTERM what is left of a backend's process group, then SIGKILL after `grace` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        with anyio.move_on_after(grace):
+            while True:
+                await anyio.sleep(0.05)
+                try:
+                    os.killpg(pgid, 0)
+                except (ProcessLookupError, PermissionError):
+                    return
 
 
 def make_transport(spec: ServerSpec, stderr: StderrTail | None) -> ClientTransport:

@@ -165,7 +165,10 @@ def make_server(port: int = 0) -> ThreadingHTTPServer:
 def serve_weather_standin() -> Iterator[str]:
     """Serve the stand-in on a free 127.0.0.1 port in a background thread; yield its base URL."""
     server = make_server()
-    thread = threading.Thread(target=server.serve_forever, name="weather-standin", daemon=True)
+    # shutdown() waits for the serve loop's next poll; a short interval keeps teardown fast.
+    thread = threading.Thread(
+        target=server.serve_forever, args=(0.05,), name="weather-standin", daemon=True
+    )
     thread.start()
     host, port = server.server_address[:2]
     try:
