@@ -31,6 +31,7 @@ def server_summary(backend: Backend, pool: BackendPool) -> dict[str, Any]:
         "name": backend.name,
         "transport": spec.kind,
         "status": state.value,
+        "protocol_version": backend.protocol_version,
         "description": spec.description,
         "tool_count": len(backend.components.tools),
         "tools": [{"name": name, "exported_as": exported.get((backend.name, name))}

@@ -51,6 +51,7 @@ async def test_tools_are_reachable_by_call_backend_and_by_namespace(config: Path
         listed = await servers(client)
         assert listed["testing"]["status"] == "ready"
         assert listed["testing"]["transport"] == "stdio"
+        assert listed["testing"]["protocol_version"] == "2026-07-28"
         assert "echo" in [t["name"] for t in listed["testing"]["tools"]]
 
 
@@ -193,6 +194,18 @@ async def test_register_and_remove_at_runtime(tmp_path: Path, config: Path, mark
                    timeout=5, message="the removed backend's process to exit")
         gone = await client.call_tool("remove_server", {"name": "extra"}, raise_on_error=False)
         assert gone.is_error and "unknown server 'extra'" in text_of(gone) and "testing" in text_of(gone)
+
+
+async def test_registration_that_never_answers_times_out_cleanly(tmp_path: Path, mark: str) -> None:
+    config = write_config(tmp_path / "config.json", {}, connect_timeout=2)
+    async with stdio_client(config, mark) as client:
+        started = time.monotonic()
+        result = await client.call_tool("register_server", {
+            "name": "silent", "command": PYTHON, "args": ["-c", "import time; time.sleep(60)"],
+            "env": {"GATEWAY_TEST_MARK": mark}}, raise_on_error=False)
+        assert result.is_error and "timed out" in text_of(result) and "connect timeout 2s" in text_of(result)
+        assert time.monotonic() - started < 8
+        assert (await servers(client)) == {}
 
 
 async def test_failed_backends_are_reported_and_crashes_reconnect(tmp_path: Path, mark: str, mode: str) -> None:

@@ -281,6 +281,10 @@ class Backend:
         assert self._client is not None
         return self._client
 
+    @property
+    def protocol_version(self) -> str | None:
+        return self._client.protocol_version if self._client is not None else None
+
     def tool_entry(self, tool: str) -> ToolEntry:
         entry = self.components.tools.get(tool)
         if entry is None:

@@ -5,6 +5,7 @@ python testing_server.py http PORT    -> streamable HTTP on 127.0.0.1:PORT/mcp
 python testing_server.py sse PORT     -> SSE on 127.0.0.1:PORT/sse
 
 TEST_BACKEND_CRASH_ON_START=1 makes it exit with status 3 before serving;
+TEST_BACKEND_START_DELAY=SECONDS delays serving;
 TEST_BACKEND_CANCEL_LOG=FILE records cancelled slow/hang calls, one line each.
 """
 
@@ -16,6 +17,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 import warnings
 import wave
 import zlib
@@ -223,6 +225,8 @@ def main(argv: list[str]) -> None:
         sys.stderr.write(CRASH_ON_START_MESSAGE + "\n")
         sys.stderr.flush()
         sys.exit(3)
+    # Stands in for a backend with a slow start (a big import, a cold npx cache).
+    time.sleep(float(os.environ.get("TEST_BACKEND_START_DELAY", "0")))
     mode = argv[0] if argv else "stdio"
     if mode == "stdio" and len(argv) <= 1:
         mcp.run(show_banner=False)

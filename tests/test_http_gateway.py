@@ -1,0 +1,129 @@
+"""End to end over HTTP: the gateway's streamable-HTTP and SSE fronts, remote backends, signals."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+import pytest
+from fastmcp import Client
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+from conftest import (MODES, PYTHON, TESTING_SERVER, Notifications, backend_spec, free_port, gateway_env,
+                      http_gateway, port_open, stdio_client, text_of, wait_until, write_config)
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@contextmanager
+def remote_backend(mark: str, transport: str) -> Iterator[str]:
+    """The testing backend serving streamable HTTP or SSE on its own port."""
+    port = free_port()
+    proc = subprocess.Popen([PYTHON, str(TESTING_SERVER), transport, str(port)], env=gateway_env(mark),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: port_open(port), timeout=30, message="remote backend port")
+        yield f"http://127.0.0.1:{port}/{'sse' if transport == 'sse' else 'mcp'}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        wait_until(lambda: not port_open(port), timeout=5, message=f"port {port} to close")
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_streamable_http_front(tmp_path: Path, mark: str, mode: str) -> None:
+    config = write_config(tmp_path / "config.json", {"testing": backend_spec(mark)})
+    with http_gateway(config, mark) as (url, _proc):
+        notes = Notifications()
+        async with Client(url, mode=mode, message_handler=notes, timeout=60) as client:
+            assert (client.protocol_version in MODERN_PROTOCOL_VERSIONS) == (mode == "auto")
+            assert "testing__echo" in {t.name for t in await client.list_tools()}
+            assert (await client.call_tool("testing__add", {"a": 1, "b": 2})).data == 3
+            result = await client.call_tool("call_backend", {"server": "testing", "tool": "echo",
+                                                             "params": {"text": "over http"}})
+            assert text_of(result) == "over http"
+            timed_out = await client.call_tool("call_backend", {"server": "testing", "tool": "hang",
+                                                                "timeout": 0.3}, raise_on_error=False)
+            assert timed_out.is_error and "timed out after 0.3s" in text_of(timed_out)
+
+            await client.call_tool("register_server", {
+                "name": "extra", "command": PYTHON, "args": [str(TESTING_SERVER)],
+                "env": {"GATEWAY_TEST_MARK": mark}})
+            wait_until(lambda: notes.tools_changed >= 1, timeout=5, message="tools/list_changed")
+            assert (await client.call_tool("extra__echo", {"text": "x"})).data == "x"
+            await client.call_tool("remove_server", {"name": "extra"})
+            assert "extra__echo" not in {t.name for t in await client.list_tools()}
+
+
+async def test_sse_front(tmp_path: Path, mark: str) -> None:
+    config = write_config(tmp_path / "config.json", {"testing": backend_spec(mark)})
+    with http_gateway(config, mark, "sse") as (url, _proc):
+        assert url.endswith("/sse")
+        async with Client(url, timeout=60) as client:
+            assert (await client.call_tool("testing__echo", {"text": "sse"})).data == "sse"
+
+
+async def test_remote_backends_over_streamable_http_and_sse(tmp_path: Path, mark: str) -> None:
+    with remote_backend(mark, "http") as http_url, remote_backend(mark, "sse") as sse_url:
+        config = write_config(tmp_path / "config.json", {
+            "web": {"url": http_url, "headers": {"X-Api-Key": "k"}},
+            "legacy": {"url": sse_url, "type": "sse"},
+            "unreachable": {"url": f"http://127.0.0.1:{free_port()}/mcp"},
+        }, connect_timeout=5)
+        async with stdio_client(config, mark) as client:
+            listed = {s["name"]: s for s in (await client.call_tool("list_servers", {})).structured_content["servers"]}
+            assert listed["web"]["transport"] == "streamable-http" and listed["web"]["status"] == "ready"
+            assert listed["legacy"]["transport"] == "sse" and listed["legacy"]["status"] == "ready"
+            assert listed["unreachable"]["status"] == "failed" and listed["unreachable"]["last_error"]
+            assert (await client.call_tool("web__echo", {"text": "a"})).data == "a"
+            assert (await client.call_tool("legacy__echo", {"text": "b"})).data == "b"
+            timed_out = await client.call_tool("legacy__hang", {}, raise_on_error=False)
+            assert timed_out.is_error
+            registered = await client.call_tool("register_server", {"name": "late", "url": http_url})
+            assert registered.structured_content["status"] == "ready"
+            assert (await client.call_tool("late__add", {"a": 2, "b": 2})).data == 4
+            refused = await client.call_tool("register_server", {"name": "elsewhere",
+                                                                 "url": "https://example.com/mcp"},
+                                             raise_on_error=False)
+            assert refused.is_error and "allow_urls" in text_of(refused)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_signals_stop_every_backend_and_its_children(tmp_path: Path, mark: str, sig: signal.Signals) -> None:
+    config = write_config(tmp_path / "config.json", {"a": backend_spec(mark), "b": backend_spec(mark)})
+    with http_gateway(config, mark) as (url, proc):
+        async with Client(url, timeout=60) as client:
+            pids = [(await client.call_tool(f"{name}__pid", {})).data for name in ("a", "b")]
+            pids.append((await client.call_tool("a__spawn_child", {"seconds": 120})).data)
+        started = time.monotonic()
+        proc.send_signal(sig)
+        proc.wait(timeout=10)
+        for pid in pids:
+            wait_until(lambda: gone(pid), timeout=5, message=f"process {pid} to exit")
+        assert time.monotonic() - started < 5
+
+
+async def test_backends_start_concurrently(tmp_path: Path, mark: str) -> None:
+    slow = backend_spec(mark, env={"TEST_BACKEND_START_DELAY": "3"})
+
+    async def startup(count: int) -> float:
+        config = write_config(tmp_path / f"config{count}.json", {f"s{i}": slow for i in range(count)})
+        started = time.monotonic()
+        async with stdio_client(config, mark) as client:
+            listed = (await client.call_tool("list_servers", {})).structured_content["servers"]
+            assert [s["status"] for s in listed] == ["ready"] * count
+            return time.monotonic() - started
+
+    one, four = await startup(1), await startup(4)
+    # one after another would add 3 s per extra backend (9 s); together they add little
+    assert four < one + 3, (one, four)
