@@ -8,6 +8,7 @@ import signal
 import sys
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 # Read by fastmcp at import time. Failing calls are answered to the client as error results;
 # fastmcp's own rich tracebacks for them would only flood the console.
@@ -17,6 +18,9 @@ import anyio
 import typer
 
 from gateway.config import ConfigError, GatewayConfig, load_config
+
+if TYPE_CHECKING:
+    from fastmcp import FastMCP
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None,
                   help="One MCP server in front of many MCP servers.")
@@ -38,23 +42,30 @@ async def _serve(config: GatewayConfig, transport: Transport, host: str, port: i
                  path: str | None, allow_any_command: bool) -> None:
     from gateway.server import running_gateway
 
-    async with running_gateway(config, allow_any_command=allow_any_command) as mcp, \
-            anyio.create_task_group() as tg:
+    async with running_gateway(config, allow_any_command=allow_any_command) as mcp:
+        if transport is Transport.stdio:
+            await _serve_stdio(mcp)
+        else:
+            # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal under
+            # the handler it found; a no-op there lets us go on to stop the backends.
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: None)
+            kind = "sse" if transport is Transport.sse else "streamable-http"
+            await mcp.run_http_async(transport=kind, host=host, port=port, path=path,
+                                     show_banner=False, log_level="warning")
+
+
+async def _serve_stdio(mcp: FastMCP) -> None:
+    async with anyio.create_task_group() as tg:
         async def stop_on_signal() -> None:
-            # SIGTERM/SIGHUP would otherwise end the process without stopping the backends.
+            # Without this, SIGTERM/SIGHUP would end the process without stopping the backends.
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
                 async for _ in signals:
                     tg.cancel_scope.cancel()
-                    return
 
         async def run() -> None:
-            if transport is Transport.stdio:
-                await mcp.run_stdio_async(show_banner=False)
-            else:
-                kind = "sse" if transport is Transport.sse else "streamable-http"
-                await mcp.run_http_async(transport=kind, host=host, port=port, path=path,
-                                         show_banner=False, log_level="warning")
-            tg.cancel_scope.cancel()
+            await mcp.run_stdio_async(show_banner=False)
+            tg.cancel_scope.cancel()  # stdin closed
 
         tg.start_soon(stop_on_signal)
         tg.start_soon(run)

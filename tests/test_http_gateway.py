@@ -77,7 +77,7 @@ async def test_remote_backends_over_streamable_http_and_sse(tmp_path: Path, mark
     with remote_backend(mark, "http") as http_url, remote_backend(mark, "sse") as sse_url:
         config = write_config(tmp_path / "config.json", {
             "web": {"url": http_url, "headers": {"X-Api-Key": "k"}},
-            "legacy": {"url": sse_url, "type": "sse"},
+            "legacy": {"url": sse_url, "type": "sse", "timeout": 1},
             "unreachable": {"url": f"http://127.0.0.1:{free_port()}/mcp"},
         }, connect_timeout=5)
         async with stdio_client(config, mark) as client:
