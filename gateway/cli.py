@@ -38,11 +38,11 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-async def _serve(config: GatewayConfig, transport: Transport, host: str, port: int,
+async def _serve(config: GatewayConfig, pipelines: Path, transport: Transport, host: str, port: int,
                  path: str | None, allow_any_command: bool) -> None:
     from gateway.server import running_gateway
 
-    async with running_gateway(config, allow_any_command=allow_any_command) as mcp:
+    async with running_gateway(config, pipelines, allow_any_command=allow_any_command) as mcp:
         if transport is Transport.stdio:
             await _serve_stdio(mcp)
         else:
@@ -84,6 +84,10 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Interface for the HTTP transports."),
     port: int = typer.Option(8003, help="Port for the HTTP transports."),
     path: str | None = typer.Option(None, help="Endpoint path for HTTP (default /mcp, or /sse)."),
+    pipelines: Path | None = typer.Option(
+        None, "--pipelines", metavar="DIR",
+        help="Directory of pipeline files (YAML/JSON), reloaded on change. Default: 'pipelines' "
+             "next to the config file, else ./pipelines."),
     allow_any_command: bool = typer.Option(
         False, "--allow-any-command",
         help="Let register_server start any command and reach any URL. Unsafe: an LLM could run "
@@ -103,11 +107,60 @@ def serve(
         logging.getLogger("gateway").warning(
             "any command may be registered at runtime (--allow-any-command): clients can run anything")
     try:
-        anyio.run(_serve, config, transport, host, port, path, allow_any_command)
+        anyio.run(_serve, config, _pipelines_dir(pipelines, auto_register), transport, host, port, path,
+                  allow_any_command)
     except KeyboardInterrupt:
         pass
     except OSError as exc:
         _fail(f"cannot serve: {exc}", 1)
+
+
+def _pipelines_dir(given: Path | None, config: Path | None) -> Path:
+    if given is not None:
+        return given
+    return (config.resolve().parent if config else Path.cwd()) / "pipelines"
+
+
+@app.command()
+def validate(
+    pipelines: Path | None = typer.Option(None, "--pipelines", metavar="DIR",
+                                          help="Pipeline directory (default as for serving)."),
+    auto_register: Path | None = typer.Option(
+        None, "--auto-register", "-c", metavar="FILE",
+        help="Also start this config's backends and check each step's server, tool and args."),
+) -> None:
+    """Check every pipeline file; exit 0 when all are valid, 1 with one line per problem."""
+    logging.basicConfig(level="CRITICAL")
+    try:
+        config = load_config(auto_register) if auto_register else None
+    except ConfigError as exc:
+        _fail(str(exc))
+    directory = _pipelines_dir(pipelines, auto_register)
+    if not directory.is_dir():
+        _fail(f"{directory}: no such pipeline directory", 1)
+    problems, count = anyio.run(_validate, directory, config)
+    for problem in problems:
+        typer.echo(problem)
+    if problems:
+        raise typer.Exit(1)
+    typer.echo(f"ok: {count} pipeline{'s' if count != 1 else ''} in {directory}"
+               + (", checked against the running backends" if config else ""))
+
+
+async def _validate(directory: Path, config: GatewayConfig | None) -> tuple[list[str], int]:
+    from gateway.backends.pool import BackendPool
+    from gateway.pipelines.checks import check_against_pool
+    from gateway.pipelines.loader import PipelineRegistry
+
+    registry = PipelineRegistry(directory)
+    registry.refresh()
+    problems = list(registry.errors.values())
+    if config is not None:
+        async with BackendPool(config.gateway) as pool:
+            await pool.start_all(config.mcpServers)
+            for pipeline in registry.pipelines.values():
+                problems += check_against_pool(pipeline, pool)
+    return problems, len(registry.pipelines)
 
 
 def main() -> None:

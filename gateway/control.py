@@ -19,7 +19,7 @@ from gateway.config import ServerSpec
 from gateway.policy import PolicyError, RegistrationPolicy, redact_url
 from gateway.relay import relay_call
 
-CONTROL_TOOLS = ("register_server", "remove_server", "list_servers", "call_backend")
+CONTROL_TOOLS = ("register_server", "remove_server", "list_servers", "call_backend", "route_pipeline")
 
 
 def server_summary(backend: Backend, pool: BackendPool) -> dict[str, Any]:

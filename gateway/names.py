@@ -29,6 +29,8 @@ def check_server_name(name: str, separator: str) -> str | None:
                 "(for example 'weather' or 'my-db')")
     if separator in name:
         return f"must not contain the name separator {separator!r}"
+    if name == "pipeline":
+        return "is reserved for the gateway's pipeline tools (pipeline__<name>)"
     return None
 
 

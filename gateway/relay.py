@@ -21,7 +21,7 @@ from gateway.backends.errors import BackendError
 from gateway.backends.pool import BackendPool
 
 
-def _current_context() -> Context | None:
+def current_context() -> Context | None:
     try:
         return get_context()
     except RuntimeError:
@@ -30,7 +30,7 @@ def _current_context() -> Context | None:
 
 async def relay_call(pool: BackendPool, server: str, tool: str, args: dict[str, Any],
                      timeout: float | None = None) -> ToolResult:
-    ctx = _current_context()
+    ctx = current_context()
     progress = log = None
     if ctx is not None:
         # Backend notifications are handled in the backend session's own task, where FastMCP's

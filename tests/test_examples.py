@@ -69,3 +69,28 @@ async def test_weather_without_network_gives_a_clear_error(tmp_path: Path, mark:
         assert result.is_error
         assert "could not reach http://127.0.0.1:9" in text_of(result)
         assert "WEATHER_API_BASE" in text_of(result)
+
+
+async def test_shipped_pipelines(tmp_path: Path, mark: str, weather_base: str) -> None:
+    config = shipped_config(tmp_path, mark, weather_base)
+    async with stdio_client(config, mark, "auto", "--pipelines", str(ROOT / "pipelines")) as client:
+        names = {t.name for t in await client.list_tools()}
+        assert {"pipeline__weather-analysis", "pipeline__database-report", "pipeline__table-profile"} <= names
+
+        weather = await client.call_tool("route_pipeline", {"scenario": "weather-analysis", "inputs": {
+            "state": "CA", "latitude": 37.77, "longitude": -122.42}})
+        report = weather.structured_content
+        assert report["status"] == "ok", report
+        assert report["output"]["alert_count"] == 2 and len(report["output"]["alert_headlines"]) == 2
+        assert report["output"]["next_periods"] and "active alert(s) in CA" in report["output"]["summary"]
+
+        database = await client.call_tool("pipeline__database-report", {"table": "orders", "limit": 3})
+        report = database.structured_content
+        assert report["status"] == "ok", report
+        assert len(report["output"]["sample_rows"]) == 3
+        assert len(report["output"]["sample_rows"][0]) == len(report["output"]["columns"])
+
+        profile = await client.call_tool("pipeline__table-profile", {})
+        report = profile.structured_content
+        assert report["status"] == "ok", report
+        assert {p["table"] for p in report["output"]["profiles"]} == set(report["output"]["tables"])

@@ -114,6 +114,18 @@ async def hang() -> str:
     return "unreachable"
 
 
+_flaky_calls: dict[str, int] = {}
+
+
+@mcp.tool
+def flaky(key: str, failures: int) -> str:
+    """Fail the first `failures` calls made with this key, then succeed."""
+    _flaky_calls[key] = _flaky_calls.get(key, 0) + 1
+    if _flaky_calls[key] <= failures:
+        raise ToolError(f"flaky failure {_flaky_calls[key]} of {failures} for {key!r}")
+    return f"ok after {_flaky_calls[key]} calls"
+
+
 @mcp.tool
 def crash() -> str:
     """Kill the backend process abruptly, without answering."""

@@ -1,0 +1,154 @@
+"""Pipelines as MCP tools: `route_pipeline` and one `pipeline__<name>` tool per pipeline file.
+
+Served by a Provider so that both follow the pipeline directory: the tool list and
+`route_pipeline`'s description (which lists the pipelines) change when files change.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+import mcp_types
+from fastmcp import Context
+from fastmcp.exceptions import ToolError
+from fastmcp.server.providers import Provider
+from fastmcp.tools import Tool, ToolResult
+from fastmcp.utilities.versions import VersionSpec
+from pydantic import Field, PrivateAttr
+
+from gateway.backends.pool import BackendPool
+from gateway.pipelines.engine import run_pipeline
+from gateway.pipelines.loader import PipelineRegistry, parse_document
+from gateway.pipelines.spec import Pipeline, PipelineError, compile_pipeline
+from gateway.relay import current_context
+
+PIPELINE_PREFIX = "pipeline__"
+
+ROUTE_DESCRIPTION = """\
+Run a multi-step workflow of backend tool calls in one request; independent steps run in parallel.
+scenario names a pipeline below; scenario="custom" runs the pipeline you give in `pipeline`.
+The answer has the overall status (ok, partial, failed), each step's status, result or error, and
+the shaped output.
+
+Pipelines:
+{pipelines}
+
+A custom pipeline (JSON object, or YAML/JSON text):
+  {{"name": "x", "inputs": {{"city": {{"type": "string", "required": true}}}},
+   "steps": {{"a": {{"server": "srv", "tool": "t", "args": {{"q": "{{{{ inputs.city }}}}"}}}},
+             "b": {{"server": "srv", "tool": "u", "args": {{"v": "{{{{ steps.a.result }}}}"}},
+                   "when": "{{{{ steps.a.result }}}}", "timeout": 5, "retries": 1,
+                   "on_error": "continue"}}}},
+   "output": {{"answer": "{{{{ steps.b.result }}}}"}}}}
+Step fields: server, tool, args, needs, when, foreach (+ as, concurrency), timeout, retries,
+retry_delay, on_error (fail | continue | {{"fallback": value}}). Templates are Jinja2 expressions
+over inputs and steps.<id>.result/.status/.error."""
+
+
+def _as_object(value: dict[str, Any] | str | None, what: str) -> dict[str, Any]:
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ToolError(f"{what} is not valid JSON ({exc.msg} at position {exc.pos})") from None
+    if not isinstance(value, dict):
+        raise ToolError(f"{what} must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+async def _run(pipeline: Pipeline, inputs: dict[str, Any], pool: BackendPool) -> ToolResult:
+    ctx = current_context()
+
+    async def progress(done: int, total: int, message: str) -> None:
+        if ctx is not None:
+            await ctx.report_progress(done, total, message)
+
+    try:
+        report = await run_pipeline(pipeline, inputs, pool, progress)
+    except PipelineError as exc:
+        raise ToolError(str(exc)) from None
+    return ToolResult(content=[mcp_types.TextContent(type="text", text=json.dumps(report, default=str))],
+                      structured_content=report, is_error=report["status"] == "failed")
+
+
+class PipelineTool(Tool):
+    _pipeline: Pipeline = PrivateAttr()
+    _pool: BackendPool = PrivateAttr()
+
+    @classmethod
+    def create(cls, pipeline: Pipeline, pool: BackendPool) -> PipelineTool:
+        tool = cls(name=f"{PIPELINE_PREFIX}{pipeline.name}",
+                   description=f"Pipeline: {pipeline.spec.description or pipeline.name}",
+                   parameters=pipeline.input_schema())
+        tool._pipeline, tool._pool = pipeline, pool
+        return tool
+
+    async def run(self, arguments: dict[str, Any]) -> ToolResult:
+        return await _run(self._pipeline, arguments, self._pool)
+
+
+def _route_tool(registry: PipelineRegistry, pool: BackendPool) -> Tool:
+    async def route_pipeline(
+        scenario: Annotated[str, Field(description="A pipeline name from the list, or 'custom'")],
+        ctx: Context,
+        inputs: Annotated[dict[str, Any] | str | None, Field(
+            description="The pipeline's inputs as a JSON object (or a JSON string of one)")] = None,
+        pipeline: Annotated[dict[str, Any] | str | None, Field(
+            description="With scenario='custom': the pipeline definition")] = None,
+    ) -> ToolResult:
+        registry.refresh()
+        values = _as_object(inputs, "inputs")
+        if scenario == "custom":
+            if pipeline is None:
+                raise ToolError("scenario 'custom' needs the pipeline definition in 'pipeline'")
+            try:
+                raw = parse_document(pipeline, "custom pipeline") if isinstance(pipeline, str) else pipeline
+                if isinstance(raw, dict):
+                    raw = {"name": "custom", **raw}
+                chosen = compile_pipeline(raw, "custom pipeline")
+            except PipelineError as exc:
+                raise ToolError(str(exc)) from None
+        else:
+            chosen = registry.pipelines.get(scenario)
+            if chosen is None:
+                broken = registry.error_for(scenario)
+                if broken:
+                    raise ToolError(f"pipeline '{scenario}' is invalid and was not loaded: {broken}")
+                known = ", ".join(sorted(registry.pipelines)) or "none"
+                raise ToolError(f"unknown pipeline '{scenario}'. Available: {known}; or use "
+                                f"scenario='custom' with a pipeline definition")
+        return await _run(chosen, values, pool)
+
+    lines = [f"- {p.name}: {p.spec.description or '(no description)'} "
+             f"(inputs: {', '.join(p.spec.inputs) or 'none'})" for p in registry.pipelines.values()]
+    lines += [f"- (invalid, not loaded) {name}" for name in registry.errors]
+    description = ROUTE_DESCRIPTION.format(pipelines="\n".join(lines) or "- (none yet)")
+    return Tool.from_function(route_pipeline, description=description, output_schema=None,
+                              annotations={"title": "Run a pipeline"})
+
+
+class PipelineProvider(Provider):
+    def __init__(self, registry: PipelineRegistry, pool: BackendPool) -> None:
+        super().__init__()
+        self._registry = registry
+        self._pool = pool
+        self._tools: dict[str, Tool] = {}
+        registry.subscribe(self._rebuild)
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        tools: dict[str, Tool] = {"route_pipeline": _route_tool(self._registry, self._pool)}
+        for pipeline in self._registry.pipelines.values():
+            tool = PipelineTool.create(pipeline, self._pool)
+            tools[tool.name] = tool
+        self._tools = tools
+
+    async def _list_tools(self) -> Sequence[Tool]:
+        return list(self._tools.values())
+
+    async def _get_tool(self, name: str, version: VersionSpec | None = None) -> Tool | None:
+        return self._tools.get(name)
