@@ -52,19 +52,19 @@ def server_summary(backend: Backend, pool: BackendPool) -> dict[str, Any]:
     return info
 
 
-def parse_params(params: dict[str, Any] | str | None) -> dict[str, Any]:
-    if params is None or params == "":
+def parse_object(value: dict[str, Any] | str | None, what: str) -> dict[str, Any]:
+    """A JSON object given as an object or as JSON text (LLMs send both)."""
+    if value is None or value == "":
         return {}
-    if isinstance(params, str):
+    if isinstance(value, str):
         try:
-            params = json.loads(params)
+            value = json.loads(value)
         except json.JSONDecodeError as exc:
-            raise ToolError(f"params is not valid JSON ({exc.msg} at position {exc.pos}). "
+            raise ToolError(f"{what} is not valid JSON ({exc.msg} at position {exc.pos}). "
                             f'Pass a JSON object such as {{"a": 1}}.') from None
-    if not isinstance(params, dict):
-        raise ToolError(f"params must be a JSON object of the tool's arguments, "
-                        f"not {type(params).__name__}")
-    return params
+    if not isinstance(value, dict):
+        raise ToolError(f"{what} must be a JSON object, not {type(value).__name__}")
+    return value
 
 
 async def _notify_changed(ctx: Context) -> None:
@@ -155,4 +155,4 @@ def add_control_tools(mcp: FastMCP, pool: BackendPool, policy: RegistrationPolic
             "configured)"))] = None,
     ) -> ToolResult:
         """Call one tool on one server behind the gateway and return its result unchanged."""
-        return await relay_call(pool, server, tool, parse_params(params), timeout=timeout)
+        return await relay_call(pool, server, tool, parse_object(params, "params"), timeout=timeout)

@@ -19,6 +19,7 @@ from fastmcp.utilities.versions import VersionSpec
 from pydantic import Field, PrivateAttr
 
 from gateway.backends.pool import BackendPool
+from gateway.control import parse_object
 from gateway.pipelines.engine import run_pipeline
 from gateway.pipelines.loader import PipelineRegistry, parse_document
 from gateway.pipelines.spec import Pipeline, PipelineError, compile_pipeline
@@ -45,19 +46,6 @@ A custom pipeline (JSON object, or YAML/JSON text):
 Step fields: server, tool, args, needs, when, foreach (+ as, concurrency), timeout, retries,
 retry_delay, on_error (fail | continue | {{"fallback": value}}). Templates are Jinja2 expressions
 over inputs and steps.<id>.result/.status/.error."""
-
-
-def _as_object(value: dict[str, Any] | str | None, what: str) -> dict[str, Any]:
-    if value is None or value == "":
-        return {}
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise ToolError(f"{what} is not valid JSON ({exc.msg} at position {exc.pos})") from None
-    if not isinstance(value, dict):
-        raise ToolError(f"{what} must be a JSON object, not {type(value).__name__}")
-    return value
 
 
 async def _run(pipeline: Pipeline, inputs: dict[str, Any], pool: BackendPool) -> ToolResult:
@@ -101,7 +89,7 @@ def _route_tool(registry: PipelineRegistry, pool: BackendPool) -> Tool:
             description="With scenario='custom': the pipeline definition")] = None,
     ) -> ToolResult:
         registry.refresh()
-        values = _as_object(inputs, "inputs")
+        values = parse_object(inputs, "inputs")
         if scenario == "custom":
             if pipeline is None:
                 raise ToolError("scenario 'custom' needs the pipeline definition in 'pipeline'")

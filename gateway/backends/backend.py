@@ -103,6 +103,23 @@ def _describe_exception(exc: BaseException) -> str:
     return text.removeprefix("Client failed to connect: ")
 
 
+class _ListChanged(MessageHandler):
+    """Re-lists a backend's components when it says they changed."""
+
+    def __init__(self, refresh: Callable[[], None]) -> None:
+        super().__init__()
+        self._refresh = refresh
+
+    async def on_tool_list_changed(self, message: Any) -> None:
+        self._refresh()
+
+    async def on_resource_list_changed(self, message: Any) -> None:
+        self._refresh()
+
+    async def on_prompt_list_changed(self, message: Any) -> None:
+        self._refresh()
+
+
 class Backend:
     def __init__(self, name: str, spec: ServerSpec, *, call_timeout: float, connect_timeout: float,
                  on_change: Callable[[Backend], None], spawn: Callable[..., None]) -> None:
@@ -115,7 +132,7 @@ class Backend:
         self.components = Components()
         self.failures = 0
         self.retry_at = 0.0
-        self.connected_at: float | None = None
+        self.ever_ready = False
         self._on_change = on_change
         self._spawn = spawn  # starts a background task in the pool's task group
         self._client: Client | None = None
@@ -129,21 +146,10 @@ class Backend:
     # -- connection ---------------------------------------------------------------------------
 
     def _new_client(self) -> Client:
-        backend = self
-
-        class Changes(MessageHandler):
-            async def on_tool_list_changed(self, message: Any) -> None:
-                backend._spawn(backend.refresh)
-
-            async def on_resource_list_changed(self, message: Any) -> None:
-                backend._spawn(backend.refresh)
-
-            async def on_prompt_list_changed(self, message: Any) -> None:
-                backend._spawn(backend.refresh)
-
         client = Client(make_transport(self.spec, self.stderr), name=f"gateway-{self.name}",
                         timeout=self.call_timeout, init_timeout=self.connect_timeout,
-                        log_handler=self._forward_log, message_handler=Changes())
+                        log_handler=self._forward_log,
+                        message_handler=_ListChanged(lambda: self._spawn(self.refresh)))
         # No public knob for the session class; this is how FastMCP's own proxy relays results.
         client._transport_options = TransportOptions(session_class=_RelaySession)
         return client
@@ -155,6 +161,8 @@ class Backend:
                 return
             await self._drop_client()
             self.state = State.connecting
+            if self.stderr is not None:
+                self.stderr.clear()  # quote only this attempt's output if it fails
             client = self._new_client()
             try:
                 with anyio.fail_after(self.connect_timeout):
@@ -180,13 +188,13 @@ class Backend:
             self.state = State.ready
             self.failures = 0
             self.last_error = None
-            self.connected_at = time.time()
+            self.ever_ready = True
         self._on_change(self)
 
     def _record_failure(self, reason: str) -> None:
         tail = self.stderr.tail() if self.stderr else ""
         self.last_error = reason + (f"; stderr: {tail}" if tail else "")
-        self.state = State.down if self.connected_at else State.failed
+        self.state = State.down if self.ever_ready else State.failed
         self.failures += 1
         # A backend that was serving gets one immediate retry (a crash costs one failed call);
         # after that, and for backends that never started, the wait doubles up to MAX_BACKOFF.

@@ -50,6 +50,9 @@ class StderrTail:
                 for line in data.decode(errors="replace").splitlines():
                     logger.debug("[%s stderr] %s", self.name, line)
 
+    def clear(self) -> None:
+        self._buffer.clear()
+
     def tail(self, lines: int = 10) -> str:
         text = self._buffer.decode(errors="replace").strip()
         return "\n".join(text.splitlines()[-lines:])
