@@ -39,7 +39,10 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 async def _serve(config: GatewayConfig, pipelines: Path, transport: Transport, host: str, port: int,
-                 path: str | None, allow_any_command: bool) -> None:
+                 path: str | None, allow_any_command: bool, tokens: list[str]) -> None:
+    from starlette.middleware import Middleware
+
+    from gateway.http import TokenAuth
     from gateway.server import running_gateway
 
     async with running_gateway(config, pipelines, allow_any_command=allow_any_command) as mcp:
@@ -51,8 +54,11 @@ async def _serve(config: GatewayConfig, pipelines: Path, transport: Transport, h
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: None)
             kind = "sse" if transport is Transport.sse else "streamable-http"
-            await mcp.run_http_async(transport=kind, host=host, port=port, path=path,
-                                     show_banner=False, log_level="warning")
+            settings = config.gateway
+            await mcp.run_http_async(
+                transport=kind, host=host, port=port, path=path, show_banner=False, log_level="warning",
+                middleware=[Middleware(TokenAuth, tokens=tokens)] if tokens else None,
+                allowed_hosts=settings.allowed_hosts, allowed_origins=settings.allowed_origins)
 
 
 async def _serve_stdio(mcp: FastMCP) -> None:
@@ -92,6 +98,12 @@ def serve(
         False, "--allow-any-command",
         help="Let register_server start any command and reach any URL. Unsafe: an LLM could run "
              "anything. Prefer gateway.allow_commands / allow_urls in the config."),
+    auth_token: list[str] = typer.Option(
+        [], "--auth-token", metavar="TOKEN",
+        help="HTTP clients must send 'Authorization: Bearer TOKEN' or 'X-API-Key: TOKEN'. Repeatable; "
+             "also GATEWAY_AUTH_TOKENS (comma-separated) and gateway.auth_tokens in the config."),
+    no_auth: bool = typer.Option(
+        False, "--no-auth", help="Serve HTTP on a non-loopback --host without tokens (unsafe)."),
     log_level: str = typer.Option("WARNING", help="Gateway log level (logs go to stderr)."),
 ) -> None:
     """Run the gateway (stdio by default)."""
@@ -103,12 +115,19 @@ def serve(
         config = load_config(auto_register) if auto_register else GatewayConfig()
     except ConfigError as exc:
         _fail(str(exc))
+    from gateway.http import is_loopback
+
+    tokens = [*auth_token, *config.gateway.auth_tokens,
+              *filter(None, (t.strip() for t in os.environ.get("GATEWAY_AUTH_TOKENS", "").split(",")))]
+    if transport is not Transport.stdio and not tokens and not no_auth and not is_loopback(host):
+        _fail(f"refusing to serve on {host} without authentication: give --auth-token (or "
+              f"GATEWAY_AUTH_TOKENS), or --no-auth to accept any client on the network")
     if allow_any_command or config.gateway.allow_any_command:
         logging.getLogger("gateway").warning(
             "any command may be registered at runtime (--allow-any-command): clients can run anything")
     try:
         anyio.run(_serve, config, _pipelines_dir(pipelines, auto_register), transport, host, port, path,
-                  allow_any_command)
+                  allow_any_command, tokens)
     except KeyboardInterrupt:
         pass
     except OSError as exc:

@@ -12,8 +12,9 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from gateway.names import check_server_name
 
@@ -40,6 +41,8 @@ class ServerSpec(BaseModel):
     transport: str | None = Field(None, description="stdio | streamable-http (alias http) | sse")
     type: str | None = Field(None, description="alias of transport, as Claude Code writes it")
     headers: dict[str, str] = Field(default_factory=dict)
+    bearer_token: str | None = Field(None, description="sent as 'Authorization: Bearer <token>'")
+    api_key: str | None = Field(None, description="sent as 'X-API-Key: <key>'")
     timeout: float | None = Field(None, gt=0, description="per-call timeout in seconds")
     description: str | None = None
     enabled: bool = True
@@ -69,9 +72,27 @@ class ServerSpec(BaseModel):
             if (kind == "stdio") != bool(self.command):
                 raise ValueError(f"transport {declared!r} does not fit "
                                  f"{'a command' if self.command else 'a url'}")
-        if self.command and self.headers:
-            raise ValueError("'headers' only apply to url backends")
+        if self.command and (self.headers or self.bearer_token or self.api_key):
+            raise ValueError("'headers', 'bearer_token' and 'api_key' only apply to url backends")
         return self
+
+    def http_headers(self) -> dict[str, str]:
+        headers = dict(self.headers)
+        if self.bearer_token:
+            headers["Authorization"] = f"Bearer {self.bearer_token}"
+        if self.api_key:
+            headers["X-API-Key"] = self.api_key
+        return headers
+
+    def secret_values(self) -> set[str]:
+        """Values that must never be shown: env and header values, tokens, URL credentials."""
+        values = set(self.env.values()) | set(self.http_headers().values())
+        values |= {v.split(" ", 1)[1] for v in self.http_headers().values() if v.startswith("Bearer ")}
+        if self.url:
+            parts = urlsplit(self.url)
+            values |= {p for p in (parts.username, parts.password) if p}
+            values |= {v for _, v in parse_qsl(parts.query)}
+        return {v for v in values if v}
 
     @property
     def kind(self) -> TransportKind:
@@ -100,6 +121,13 @@ class GatewaySettings(BaseModel):
                                       description="executables (exact paths or globs) register_server may start")
     allow_urls: list[str] = Field(default_factory=list, description="URL prefixes register_server may reach")
     allow_any_command: bool = Field(False, description="let register_server start anything (unsafe)")
+    allow_env: list[str] = Field(default_factory=list,
+                                 description="risky env names (PATH, LD_PRELOAD, ...) register_server may set")
+    auth_tokens: list[str] = Field(default_factory=list, description="tokens HTTP clients must present")
+    allowed_hosts: list[str] | None = Field(None, description="extra Host headers accepted over HTTP")
+    allowed_origins: list[str] | None = Field(None, description="extra Origins accepted over HTTP")
+    state_file: str | None = Field(None, description="where runtime registrations are kept")
+    max_result_bytes: int = Field(16 * 1024 * 1024, gt=0, description="largest backend result relayed")
 
 
 class GatewayConfig(BaseModel):
@@ -107,6 +135,20 @@ class GatewayConfig(BaseModel):
 
     mcpServers: dict[str, ServerSpec] = Field(default_factory=dict)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    # values that came from ${VAR}: treated as secrets wherever they would be shown
+    _expanded: set[str] = PrivateAttr(default_factory=set)
+    # the config file's directory, where relative paths and the state file live
+    _base_dir: Path | None = PrivateAttr(default=None)
+
+    def secret_values(self) -> set[str]:
+        values = set(self._expanded) | set(self.gateway.auth_tokens)
+        for spec in self.mcpServers.values():
+            values |= spec.secret_values()
+        return values
+
+    def state_path(self) -> Path:
+        base = self._base_dir or Path.cwd()
+        return base / (self.gateway.state_file or "gateway-state.json")
 
     @model_validator(mode="after")
     def _names(self) -> GatewayConfig:
@@ -117,12 +159,17 @@ class GatewayConfig(BaseModel):
         return self
 
 
-def expand_env(value: Any, env: Mapping[str, str], where: str = "") -> Any:
-    """Expands `${VAR}` / `${VAR:-default}` in every string inside `value`."""
+def expand_env(value: Any, env: Mapping[str, str], where: str = "", found: set[str] | None = None) -> Any:
+    """Expands `${VAR}` / `${VAR:-default}` in every string inside `value`.
+
+    Values taken from the environment are added to `found`.
+    """
+    found = set() if found is None else found
     if isinstance(value, str):
         def substitute(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
             if name in env:
+                found.add(env[name])
                 return env[name]
             if default is not None:
                 return default
@@ -130,9 +177,9 @@ def expand_env(value: Any, env: Mapping[str, str], where: str = "") -> Any:
                               f"(set it, or write ${{{name}:-default}})")
         return _VAR.sub(substitute, value)
     if isinstance(value, list):
-        return [expand_env(v, env, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [expand_env(v, env, f"{where}[{i}]", found) for i, v in enumerate(value)]
     if isinstance(value, dict):
-        return {k: expand_env(v, env, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        return {k: expand_env(v, env, f"{where}.{k}" if where else str(k), found) for k, v in value.items()}
     return value
 
 
@@ -152,8 +199,9 @@ def parse_config(raw: Any, source: str = "config", env: Mapping[str, str] | None
     """Validates already-decoded JSON. Raises ConfigError with one readable message."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a JSON object with 'mcpServers'")
+    found: set[str] = set()
     try:
-        expanded = expand_env(raw, os.environ if env is None else env)
+        expanded = expand_env(raw, os.environ if env is None else env, found=found)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {_where_to_server(str(exc))}") from None
     try:
@@ -161,7 +209,9 @@ def parse_config(raw: Any, source: str = "config", env: Mapping[str, str] | None
     except ValidationError as exc:
         problems = "; ".join(_describe(e) for e in exc.errors())
         raise ConfigError(f"{source}: {problems}") from None
+    config._expanded = {v for v in found if v}
     if base_dir is not None:
+        config._base_dir = base_dir
         for spec in config.mcpServers.values():
             _anchor(spec, base_dir)
     return config

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Annotated, Any
 
 import mcp_types
@@ -12,17 +13,18 @@ from fastmcp.exceptions import ToolError
 from fastmcp.tools import ToolResult
 from pydantic import Field, ValidationError
 
-from gateway.backends.backend import Backend, describe_params
+from gateway.backends.backend import Backend, State, describe_params
 from gateway.backends.errors import BackendError
 from gateway.backends.pool import BackendPool
 from gateway.config import ServerSpec
-from gateway.policy import PolicyError, RegistrationPolicy, redact_url
+from gateway.persistence import StateFile
+from gateway.policy import PolicyError, Redactor, RegistrationPolicy, redact_url
 from gateway.relay import relay_call
 
 CONTROL_TOOLS = ("register_server", "remove_server", "list_servers", "call_backend", "route_pipeline")
 
 
-def server_summary(backend: Backend, pool: BackendPool) -> dict[str, Any]:
+def server_summary(backend: Backend, pool: BackendPool, redact: Redactor) -> dict[str, Any]:
     """What list_servers shows of a backend. Env and header values are never included."""
     spec = backend.spec
     state = backend.refresh_state()
@@ -37,19 +39,33 @@ def server_summary(backend: Backend, pool: BackendPool) -> dict[str, Any]:
         "tools": [{"name": name, "exported_as": exported.get((backend.name, name))}
                   for name in sorted(backend.components.tools)],
         "timeout_seconds": backend.call_timeout,
-        "last_error": backend.last_error,
+        "last_error": redact(backend.last_error) if backend.last_error else None,
+        "registered_at_runtime": backend.runtime,
     }
+    if state in (State.down, State.failed):
+        info["consecutive_failures"] = backend.failures
+        info["next_retry_in_seconds"] = round(max(0.0, backend.retry_at - time.monotonic()), 1)
     if spec.command:
         info["command"] = os.path.basename(spec.command)
         info["env_keys"] = sorted(spec.env)
     else:
         info["url"] = redact_url(spec.url or "")
-        info["header_keys"] = sorted(spec.headers)
+        info["header_keys"] = sorted(spec.http_headers())
     if backend.components.resources or backend.components.templates:
         info["resource_count"] = len(backend.components.resources) + len(backend.components.templates)
     if backend.components.prompts:
         info["prompt_count"] = len(backend.components.prompts)
     return info
+
+
+def servers_report(pool: BackendPool, redact: Redactor, state: StateFile | None) -> dict[str, Any]:
+    """list_servers' answer, also served at GET /servers."""
+    result: dict[str, Any] = {"servers": [server_summary(b, pool, redact) for b in pool.backends()]}
+    if pool.collisions:
+        result["name_collisions"] = pool.collisions
+    if state is not None and state.problem:
+        result["state_file_problem"] = redact(state.problem)
+    return result
 
 
 def parse_object(value: dict[str, Any] | str | None, what: str) -> dict[str, Any]:
@@ -74,7 +90,12 @@ async def _notify_changed(ctx: Context) -> None:
         await ctx.send_notification(note)
 
 
-def add_control_tools(mcp: FastMCP, pool: BackendPool, policy: RegistrationPolicy) -> None:
+def add_control_tools(mcp: FastMCP, pool: BackendPool, policy: RegistrationPolicy, redact: Redactor,
+                      state: StateFile | None) -> None:
+    async def persist() -> None:
+        if state is not None:
+            await state.save(pool.runtime_specs)
+
     @mcp.tool(annotations={"title": "Register an MCP server", "destructiveHint": False})
     async def register_server(
         name: Annotated[str, Field(description="Short unique name, letters/digits/_/-, e.g. 'github'. "
@@ -90,6 +111,8 @@ def add_control_tools(mcp: FastMCP, pool: BackendPool, policy: RegistrationPolic
         transport: Annotated[str | None, Field(description="stdio, streamable-http or sse; "
                                                            "inferred when omitted")] = None,
         headers: Annotated[dict[str, str] | None, Field(description="HTTP headers for url")] = None,
+        bearer_token: Annotated[str | None, Field(description="Sent to url as a bearer token")] = None,
+        api_key: Annotated[str | None, Field(description="Sent to url as the X-API-Key header")] = None,
         description: Annotated[str | None, Field(description="What the server is for")] = None,
         timeout: Annotated[float | None, Field(gt=0, description="Per-call timeout in seconds "
                                                                  "(default 10)")] = None,
@@ -102,16 +125,18 @@ def add_control_tools(mcp: FastMCP, pool: BackendPool, policy: RegistrationPolic
         """
         try:
             spec = ServerSpec(command=command, args=args or [], env=env or {}, cwd=cwd, url=url,
-                              transport=transport, headers=headers or {}, description=description,
-                              timeout=timeout)
+                              transport=transport, headers=headers or {}, bearer_token=bearer_token,
+                              api_key=api_key, description=description, timeout=timeout)
         except ValidationError as exc:
             problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
-            raise ToolError(f"cannot register '{name}': {problems}") from None
+            raise ToolError(redact(f"cannot register '{name}': {problems}")) from None
+        redact.add(spec.secret_values())
         try:
             policy.check(spec)
-            backend = await pool.add(name, spec, must_connect=True)
+            backend = await pool.add(name, spec, must_connect=True, runtime=True)
         except (PolicyError, BackendError) as exc:
-            raise ToolError(f"cannot register '{name}': {exc}") from None
+            raise ToolError(redact(f"cannot register '{name}': {exc}")) from None
+        await persist()
         await _notify_changed(ctx)
         tools = backend.components.tools
         return {
@@ -131,6 +156,7 @@ def add_control_tools(mcp: FastMCP, pool: BackendPool, policy: RegistrationPolic
             await pool.remove(name)
         except BackendError as exc:
             raise ToolError(str(exc)) from None
+        await persist()
         await _notify_changed(ctx)
         return {"removed": name, "servers": pool.names()}
 
@@ -138,10 +164,7 @@ def add_control_tools(mcp: FastMCP, pool: BackendPool, policy: RegistrationPolic
     async def list_servers() -> dict[str, Any]:
         """List every server behind the gateway with its status (connecting, ready, failed, down),
         its tools, and its last error. Use it to find the server and tool names for call_backend."""
-        result: dict[str, Any] = {"servers": [server_summary(b, pool) for b in pool.backends()]}
-        if pool.collisions:
-            result["name_collisions"] = pool.collisions
-        return result
+        return servers_report(pool, redact, state)
 
     @mcp.tool(output_schema=None, annotations={"title": "Call a tool on a server"})
     async def call_backend(
@@ -155,4 +178,5 @@ def add_control_tools(mcp: FastMCP, pool: BackendPool, policy: RegistrationPolic
             "configured)"))] = None,
     ) -> ToolResult:
         """Call one tool on one server behind the gateway and return its result unchanged."""
-        return await relay_call(pool, server, tool, parse_object(params, "params"), timeout=timeout)
+        return await relay_call(pool, server, tool, parse_object(params, "params"), timeout=timeout,
+                                redact=redact)

@@ -7,7 +7,7 @@ Served by a Provider so that both follow the pipeline directory: the tool list a
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 import mcp_types
@@ -48,7 +48,8 @@ retry_delay, on_error (fail | continue | {{"fallback": value}}). Templates are J
 over inputs and steps.<id>.result/.status/.error."""
 
 
-async def _run(pipeline: Pipeline, inputs: dict[str, Any], pool: BackendPool) -> ToolResult:
+async def _run(pipeline: Pipeline, inputs: dict[str, Any], pool: BackendPool,
+               redact: Callable[[str], str]) -> ToolResult:
     ctx = current_context()
 
     async def progress(done: int, total: int, message: str) -> None:
@@ -58,7 +59,10 @@ async def _run(pipeline: Pipeline, inputs: dict[str, Any], pool: BackendPool) ->
     try:
         report = await run_pipeline(pipeline, inputs, pool, progress)
     except PipelineError as exc:
-        raise ToolError(str(exc)) from None
+        raise ToolError(redact(str(exc))) from None
+    for run in report["steps"].values():  # errors quote backends (stderr tails); results are data
+        if "error" in run:
+            run["error"] = redact(run["error"])
     return ToolResult(content=[mcp_types.TextContent(type="text", text=json.dumps(report, default=str))],
                       structured_content=report, is_error=report["status"] == "failed")
 
@@ -66,20 +70,21 @@ async def _run(pipeline: Pipeline, inputs: dict[str, Any], pool: BackendPool) ->
 class PipelineTool(Tool):
     _pipeline: Pipeline = PrivateAttr()
     _pool: BackendPool = PrivateAttr()
+    _redact: Callable[[str], str] = PrivateAttr()
 
     @classmethod
-    def create(cls, pipeline: Pipeline, pool: BackendPool) -> PipelineTool:
+    def create(cls, pipeline: Pipeline, pool: BackendPool, redact: Callable[[str], str]) -> PipelineTool:
         tool = cls(name=f"{PIPELINE_PREFIX}{pipeline.name}",
                    description=f"Pipeline: {pipeline.spec.description or pipeline.name}",
                    parameters=pipeline.input_schema())
-        tool._pipeline, tool._pool = pipeline, pool
+        tool._pipeline, tool._pool, tool._redact = pipeline, pool, redact
         return tool
 
     async def run(self, arguments: dict[str, Any]) -> ToolResult:
-        return await _run(self._pipeline, arguments, self._pool)
+        return await _run(self._pipeline, arguments, self._pool, self._redact)
 
 
-def _route_tool(registry: PipelineRegistry, pool: BackendPool) -> Tool:
+def _route_tool(registry: PipelineRegistry, pool: BackendPool, redact: Callable[[str], str]) -> Tool:
     async def route_pipeline(
         scenario: Annotated[str, Field(description="A pipeline name from the list, or 'custom'")],
         ctx: Context,
@@ -109,7 +114,7 @@ def _route_tool(registry: PipelineRegistry, pool: BackendPool) -> Tool:
                 known = ", ".join(sorted(registry.pipelines)) or "none"
                 raise ToolError(f"unknown pipeline '{scenario}'. Available: {known}; or use "
                                 f"scenario='custom' with a pipeline definition")
-        return await _run(chosen, values, pool)
+        return await _run(chosen, values, pool, redact)
 
     lines = [f"- {p.name}: {p.spec.description or '(no description)'} "
              f"(inputs: {', '.join(p.spec.inputs) or 'none'})" for p in registry.pipelines.values()]
@@ -120,18 +125,19 @@ def _route_tool(registry: PipelineRegistry, pool: BackendPool) -> Tool:
 
 
 class PipelineProvider(Provider):
-    def __init__(self, registry: PipelineRegistry, pool: BackendPool) -> None:
+    def __init__(self, registry: PipelineRegistry, pool: BackendPool, redact: Callable[[str], str]) -> None:
         super().__init__()
         self._registry = registry
         self._pool = pool
+        self._redact = redact
         self._tools: dict[str, Tool] = {}
         registry.subscribe(self._rebuild)
         self._rebuild()
 
     def _rebuild(self) -> None:
-        tools: dict[str, Tool] = {"route_pipeline": _route_tool(self._registry, self._pool)}
+        tools: dict[str, Tool] = {"route_pipeline": _route_tool(self._registry, self._pool, self._redact)}
         for pipeline in self._registry.pipelines.values():
-            tool = PipelineTool.create(pipeline, self._pool)
+            tool = PipelineTool.create(pipeline, self._pool, self._redact)
             tools[tool.name] = tool
         self._tools = tools
 

@@ -7,7 +7,7 @@ listing or resolving a tool during a call is a dict lookup and never a request t
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import mcp_types
@@ -38,33 +38,34 @@ class BackendTool(Tool):
     _pool: BackendPool = PrivateAttr()
     _server: str = PrivateAttr()
     _tool: str = PrivateAttr()
+    _redact: Callable[[str], str] = PrivateAttr()
 
     @classmethod
-    def create(cls, pool: BackendPool, exported: str, server: str, tool: mcp_types.Tool) -> BackendTool:
+    def create(cls, pool: BackendPool, exported: str, server: str, tool: mcp_types.Tool,
+               redact: Callable[[str], str]) -> BackendTool:
         made = cls(name=exported, title=tool.title,
                    description=f"[{server}] {tool.description or tool.name}",
                    parameters=tool.input_schema or {"type": "object", "properties": {}},
                    output_schema=tool.output_schema, annotations=tool.annotations,
                    icons=tool.icons, meta=tool.meta)
-        made._pool, made._server, made._tool = pool, server, tool.name
+        made._pool, made._server, made._tool, made._redact = pool, server, tool.name, redact
         return made
 
     async def run(self, arguments: dict[str, Any]) -> ToolResult:
-        return await relay_call(self._pool, self._server, self._tool, arguments)
+        return await relay_call(self._pool, self._server, self._tool, arguments, redact=self._redact)
 
 
 class GatewayProvider(Provider):
-    def __init__(self, pool: BackendPool, export: bool = True) -> None:
+    def __init__(self, pool: BackendPool, redact: Callable[[str], str]) -> None:
         super().__init__()
         self._pool = pool
-        self._export = export
+        self._redact = redact
         self._tools: dict[str, Tool] = {}
         self._prompts: dict[str, Prompt] = {}
         self._resources: dict[str, Resource] = {}
         self._templates: list[ResourceTemplate] = []
         self._made: dict[int, Tool] = {}  # id(mcp tool) -> built Tool, so unchanged tools are reused
-        if export:
-            pool.subscribe(self._rebuild)
+        pool.subscribe(self._rebuild)
 
     def _rebuild(self) -> None:
         pool = self._pool
@@ -75,7 +76,7 @@ class GatewayProvider(Provider):
             mcp_tool = backends[server].components.tools[name].tool
             tool = self._made.get(id(mcp_tool))
             if tool is None or tool.name != exported:
-                tool = BackendTool.create(pool, exported, server, mcp_tool)
+                tool = BackendTool.create(pool, exported, server, mcp_tool, self._redact)
             tools[exported] = made[id(mcp_tool)] = tool
         self._tools, self._made = tools, made
 

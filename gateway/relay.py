@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastmcp.client.logging import LogMessage
@@ -29,7 +29,7 @@ def current_context() -> Context | None:
 
 
 async def relay_call(pool: BackendPool, server: str, tool: str, args: dict[str, Any],
-                     timeout: float | None = None) -> ToolResult:
+                     timeout: float | None = None, redact: Callable[[str], str] = str) -> ToolResult:
     ctx = current_context()
     progress = log = None
     if ctx is not None:
@@ -54,7 +54,7 @@ async def relay_call(pool: BackendPool, server: str, tool: str, args: dict[str, 
     try:
         result = await pool.call(server, tool, args, timeout=timeout, progress=progress, log=log)
     except BackendError as exc:
-        raise ToolError(str(exc)) from None
+        raise ToolError(redact(str(exc))) from None
     # Passed through unchanged: every content type, structured content, meta and isError.
     return ToolResult(content=result.content, structured_content=result.structured_content,
                       meta=result.meta, is_error=result.is_error)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,12 +12,17 @@ import anyio
 from fastmcp import FastMCP
 
 from gateway.backends.pool import BackendPool
-from gateway.config import GatewayConfig
-from gateway.control import CONTROL_TOOLS, add_control_tools
+from gateway.config import GatewayConfig, ServerSpec
+from gateway.control import CONTROL_TOOLS, add_control_tools, servers_report
+from gateway.http import add_admin_routes
+from gateway.notify import LegacySessions
+from gateway.persistence import StateFile
 from gateway.pipeline_tools import PipelineProvider
 from gateway.pipelines.loader import PipelineRegistry
-from gateway.policy import RegistrationPolicy
+from gateway.policy import PolicyError, RedactingFilter, Redactor, RegistrationPolicy
 from gateway.provider import GatewayProvider
+
+logger = logging.getLogger("gateway")
 
 INSTRUCTIONS = """\
 This gateway stands in front of several MCP servers. list_servers shows them and their tools;
@@ -25,33 +31,85 @@ directly as <server>__<tool>. route_pipeline runs multi-step workflows across th
 register_server / remove_server change the set of servers at runtime."""
 
 
-def build_gateway(config: GatewayConfig, pool: BackendPool, registry: PipelineRegistry, *,
-                  allow_any_command: bool = False) -> FastMCP:
+def _restorable(config: GatewayConfig, saved: dict[str, ServerSpec], policy: RegistrationPolicy,
+                state: StateFile) -> dict[str, ServerSpec]:
+    """Runtime registrations from the state file that may still start."""
+    keep: dict[str, ServerSpec] = {}
+    problems: list[str] = []
+    for name, spec in saved.items():
+        if name in config.mcpServers:
+            problems.append(f"'{name}' is now defined in the config file, which wins")
+            continue
+        try:
+            policy.check(spec)
+        except PolicyError as exc:
+            problems.append(f"'{name}' is no longer allowed: {exc}")
+            continue
+        keep[name] = spec
+    if problems:
+        state.problem = "; ".join(filter(None, [state.problem, "not restored: " + "; ".join(problems)]))
+        logger.error("state file %s: not restored: %s", state.path, "; ".join(problems))
+    return keep
+
+
+def build_gateway(config: GatewayConfig, pool: BackendPool, registry: PipelineRegistry, state: StateFile,
+                  redact: Redactor, *, allow_any_command: bool = False) -> tuple[FastMCP, LegacySessions]:
     settings = config.gateway
+    policy = RegistrationPolicy.from_settings(settings, allow_any_command)
 
     @asynccontextmanager
     async def lifespan(_server: FastMCP) -> AsyncIterator[dict[str, Any]]:
         # Only the start lives here: FastMCP closes lifespans inside a shielded cancel scope, which
         # a task group cannot be exited from, so the pool itself is owned by `running_gateway`.
-        await pool.start_all(config.mcpServers)
+        restored = _restorable(config, state.load(), policy, state)
+        for spec in restored.values():
+            redact.add(spec.secret_values())
+        await pool.start_all(config.mcpServers, runtime=restored)
         yield {"pool": pool}
 
-    providers: list[Any] = [PipelineProvider(registry, pool)]
+    sessions = LegacySessions()
+    providers: list[Any] = [PipelineProvider(registry, pool, redact)]
     if settings.export_tools:
-        providers.append(GatewayProvider(pool))
-    mcp = FastMCP("mcp-gateway", instructions=INSTRUCTIONS, lifespan=lifespan, providers=providers)
-    add_control_tools(mcp, pool, RegistrationPolicy.from_settings(settings, allow_any_command))
-    return mcp
+        providers.append(GatewayProvider(pool, redact))
+    mcp = FastMCP("mcp-gateway", instructions=INSTRUCTIONS, lifespan=lifespan, providers=providers,
+                  middleware=[sessions])
+    add_control_tools(mcp, pool, policy, redact, state)
+    add_admin_routes(mcp, lambda: servers_report(pool, redact, state))
+    return mcp, sessions
 
 
 @asynccontextmanager
 async def running_gateway(config: GatewayConfig, pipelines_dir: Path | None = None, *,
                           allow_any_command: bool = False) -> AsyncIterator[FastMCP]:
     """The gateway with its pool and pipeline directory; leaving the block stops every backend."""
+    redact = Redactor()
+    redact.add(config.secret_values())
+    log_filter = RedactingFilter(redact)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(log_filter)
     registry = PipelineRegistry(pipelines_dir)
     registry.refresh()
+    state = StateFile(config.state_path())
     async with BackendPool(config.gateway, reserved_names=CONTROL_TOOLS) as pool, \
             anyio.create_task_group() as tg:
+        mcp, sessions = build_gateway(config, pool, registry, state, redact,
+                                      allow_any_command=allow_any_command)
+        tool_names: frozenset[str] = frozenset()
+
+        def push_if_tools_changed() -> None:
+            nonlocal tool_names
+            names = frozenset(pool.tool_index) | frozenset(registry.pipelines)
+            if names != tool_names:
+                tool_names = names
+                try:
+                    tg.start_soon(sessions.tools_changed)
+                except RuntimeError:  # shutting down: nobody left to tell
+                    pass
+
+        pool.subscribe(push_if_tools_changed)
+        registry.subscribe(push_if_tools_changed)
         tg.start_soon(registry.watch)
-        yield build_gateway(config, pool, registry, allow_any_command=allow_any_command)
+        yield mcp
         tg.cancel_scope.cancel()
+    for handler in logging.getLogger().handlers:
+        handler.removeFilter(log_filter)

@@ -200,8 +200,8 @@ async def test_registration_that_never_answers_times_out_cleanly(tmp_path: Path,
     async with stdio_client(config, mark) as client:
         started = time.monotonic()
         result = await client.call_tool("register_server", {
-            "name": "silent", "command": PYTHON, "args": ["-c", "import time; time.sleep(60)"],
-            "env": {"GATEWAY_TEST_MARK": mark}}, raise_on_error=False)
+            "name": "silent", "command": PYTHON, "args": [backend_spec(mark)["args"][0]],
+            "env": {"GATEWAY_TEST_MARK": mark, "TEST_BACKEND_START_DELAY": "60"}}, raise_on_error=False)
         assert result.is_error and "timed out" in text_of(result) and "connect timeout 2s" in text_of(result)
         assert time.monotonic() - started < 8
         assert (await servers(client)) == {}

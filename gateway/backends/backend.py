@@ -19,7 +19,8 @@ from fastmcp.client.transports import StdioTransport
 from fastmcp.client.transports.base import TransportOptions
 from mcp import ClientSession, MCPError
 
-from gateway.backends.errors import BackendError, BackendUnavailable, CallTimeout, InvalidParams, UnknownTool
+from gateway.backends.errors import (BackendError, BackendUnavailable, CallTimeout, InvalidParams, ResultTooLarge,
+                                     UnknownTool)
 from gateway.backends.transports import StderrTail, make_transport, stop_process_group
 from gateway.config import ServerSpec
 
@@ -85,6 +86,17 @@ def describe_params(schema: dict[str, Any] | None) -> str:
     return ", ".join(parts)
 
 
+def _result_size(result: mcp_types.CallToolResult) -> int:
+    """Bytes of text and base64 payload: cheap, and what dominates a result's size."""
+    size = 0
+    for block in result.content:
+        size += len(getattr(block, "text", None) or getattr(block, "data", None) or "")
+        resource = getattr(block, "resource", None)
+        if resource is not None:
+            size += len(getattr(resource, "text", None) or getattr(resource, "blob", None) or "")
+    return size
+
+
 def _describe_exception(exc: BaseException) -> str:
     root = exc
     while root.__cause__ is not None:
@@ -122,9 +134,12 @@ class _ListChanged(MessageHandler):
 
 class Backend:
     def __init__(self, name: str, spec: ServerSpec, *, call_timeout: float, connect_timeout: float,
-                 on_change: Callable[[Backend], None], spawn: Callable[..., None]) -> None:
+                 max_result_bytes: int, on_change: Callable[[Backend], None], spawn: Callable[..., None],
+                 runtime: bool = False) -> None:
         self.name = name
         self.spec = spec
+        self.runtime = runtime
+        self.max_result_bytes = max_result_bytes
         self.call_timeout = spec.timeout or call_timeout
         self.connect_timeout = connect_timeout
         self.state = State.connecting
@@ -317,7 +332,13 @@ class Backend:
         if log is not None:
             self._log_sinks.append(log)
         try:
-            return await client.call_tool_mcp(tool, args, timeout=limit, progress_handler=progress)
+            result = await client.call_tool_mcp(tool, args, timeout=limit, progress_handler=progress)
+            size = _result_size(result)
+            if size > self.max_result_bytes:
+                raise ResultTooLarge(f"the result of '{tool}' on server '{self.name}' is {size:,} bytes, over "
+                                     f"the gateway's limit of {self.max_result_bytes:,} "
+                                     f"(gateway.max_result_bytes). Ask the tool for less data.")
+            return result
         except MCPError as exc:
             if exc.error.code == mcp_types.REQUEST_TIMEOUT:
                 raise CallTimeout(f"call to '{tool}' on server '{self.name}' timed out after {limit:g}s "

@@ -27,3 +27,7 @@ class BackendUnavailable(BackendError):
 
 class RegistrationError(BackendError):
     pass
+
+
+class ResultTooLarge(BackendError):
+    pass

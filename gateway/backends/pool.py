@@ -66,11 +66,12 @@ class BackendPool:
             raise UnknownServer(f"unknown server '{name}'. Known servers: {known}")
         return backend
 
-    async def add(self, name: str, spec: ServerSpec, *, must_connect: bool) -> Backend:
+    async def add(self, name: str, spec: ServerSpec, *, must_connect: bool, runtime: bool = False) -> Backend:
         """Adds and connects a backend.
 
-        With `must_connect` (runtime registration) a backend that cannot connect is not kept, so
-        nothing is ever half-registered; otherwise (config file) it stays, shown as failed.
+        With `must_connect` (a client registering it) a backend that cannot connect is not kept, so
+        nothing is ever half-registered; otherwise (config or state file) it stays, shown as failed.
+        `runtime` marks backends that belong in the state file.
         """
         problem = check_server_name(name, self.settings.separator)
         if problem:
@@ -80,7 +81,8 @@ class BackendPool:
                                     f"choose another name")
         backend = Backend(name, spec, call_timeout=self.settings.call_timeout,
                           connect_timeout=self.settings.connect_timeout,
-                          on_change=self._changed, spawn=self._spawn)
+                          max_result_bytes=self.settings.max_result_bytes,
+                          on_change=self._changed, spawn=self._spawn, runtime=runtime)
         self._backends[name] = backend  # claims the name at once; visible as "connecting"
         try:
             await backend.connect()
@@ -94,12 +96,17 @@ class BackendPool:
             raise
         return backend
 
-    async def start_all(self, specs: Mapping[str, ServerSpec]) -> None:
+    async def start_all(self, specs: Mapping[str, ServerSpec], runtime: Mapping[str, ServerSpec] = {}) -> None:
         """Starts every enabled backend at once; a failing one never holds up the others."""
         async with anyio.create_task_group() as tg:
             for name, spec in specs.items():
                 if spec.active:
                     tg.start_soon(lambda n=name, s=spec: self.add(n, s, must_connect=False))
+            for name, spec in runtime.items():
+                tg.start_soon(lambda n=name, s=spec: self.add(n, s, must_connect=False, runtime=True))
+
+    def runtime_specs(self) -> dict[str, ServerSpec]:
+        return {name: b.spec for name, b in self._backends.items() if b.runtime}
 
     async def remove(self, name: str) -> None:
         backend = self.get(name)

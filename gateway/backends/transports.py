@@ -106,5 +106,5 @@ def make_transport(spec: ServerSpec, stderr: StderrTail | None) -> ClientTranspo
                               log_file=stderr.file if stderr else None)
     assert spec.url is not None
     if kind == "sse":
-        return SSETransport(spec.url, headers=dict(spec.headers))
-    return StreamableHttpTransport(spec.url, headers=dict(spec.headers))
+        return SSETransport(spec.url, headers=spec.http_headers())
+    return StreamableHttpTransport(spec.url, headers=spec.http_headers())
