@@ -40,6 +40,7 @@ def _fail(message: str, code: int = 2) -> None:
 
 async def _serve(config: GatewayConfig, pipelines: Path, transport: Transport, host: str, port: int,
                  path: str | None, allow_any_command: bool, tokens: list[str]) -> None:
+    from fastmcp.server.http import HostOriginGuardMiddleware
     from starlette.middleware import Middleware
 
     from gateway.http import TokenAuth
@@ -55,10 +56,16 @@ async def _serve(config: GatewayConfig, pipelines: Path, transport: Transport, h
                 signal.signal(sig, lambda *_: None)
             kind = "sse" if transport is Transport.sse else "streamable-http"
             settings = config.gateway
+            # FastMCP guards its MCP endpoint against DNS rebinding; the same guard, outermost,
+            # covers the admin routes too.
+            middleware = [Middleware(HostOriginGuardMiddleware, allowed_hosts=settings.allowed_hosts,
+                                     allowed_origins=settings.allowed_origins)]
+            if tokens:
+                middleware.append(Middleware(TokenAuth, tokens=tokens))
             await mcp.run_http_async(
                 transport=kind, host=host, port=port, path=path, show_banner=False, log_level="warning",
-                middleware=[Middleware(TokenAuth, tokens=tokens)] if tokens else None,
-                allowed_hosts=settings.allowed_hosts, allowed_origins=settings.allowed_origins)
+                middleware=middleware, allowed_hosts=settings.allowed_hosts,
+                allowed_origins=settings.allowed_origins)
 
 
 async def _serve_stdio(mcp: FastMCP) -> None:

@@ -78,6 +78,8 @@ def parse_object(value: dict[str, Any] | str | None, what: str) -> dict[str, Any
         except json.JSONDecodeError as exc:
             raise ToolError(f"{what} is not valid JSON ({exc.msg} at position {exc.pos}). "
                             f'Pass a JSON object such as {{"a": 1}}.') from None
+        except RecursionError:
+            raise ToolError(f"{what} is nested too deeply to parse") from None
     if not isinstance(value, dict):
         raise ToolError(f"{what} must be a JSON object, not {type(value).__name__}")
     return value

@@ -93,8 +93,10 @@ def add(a: int, b: int) -> int:
 
 
 @mcp.tool
-async def slow(seconds: float) -> str:
+async def slow(seconds: float, ctx: Context) -> str:
     """Sleep for the given number of seconds, then answer."""
+    # tells a watching test the call has reached the backend
+    await ctx.report_progress(0, seconds, "started")
     try:
         await asyncio.sleep(seconds)
     except asyncio.CancelledError:
@@ -124,6 +126,43 @@ def flaky(key: str, failures: int) -> str:
     if _flaky_calls[key] <= failures:
         raise ToolError(f"flaky failure {_flaky_calls[key]} of {failures} for {key!r}")
     return f"ok after {_flaky_calls[key]} calls"
+
+
+@mcp.tool
+def flood(kb: int) -> str:
+    """Write `kb` kilobytes to stderr, then answer."""
+    line = "testing backend: flooding stderr " + "x" * 990 + "\n"
+    for _ in range(kb):
+        sys.stderr.write(line)
+    sys.stderr.flush()
+    return f"wrote {kb} KB to stderr"
+
+
+@mcp.tool
+def garbage() -> str:
+    """Write a line that is not JSON-RPC to stdout (the MCP channel), then answer."""
+    sys.stdout.write("this is not json-rpc\n")
+    sys.stdout.flush()
+    return "wrote garbage"
+
+
+@mcp.tool
+def big(kb: int) -> str:
+    """Return `kb` kilobytes of text."""
+    return "y" * (kb * 1024)
+
+
+@mcp.tool
+async def add_tool(name: str, ctx: Context) -> str:
+    """Add a tool named `name` and tell the client the tool list changed."""
+    import mcp_types
+
+    def added() -> str:
+        return f"I am {name}"
+
+    mcp.tool(added, name=name)
+    await ctx.send_notification(mcp_types.ToolListChangedNotification())
+    return f"added {name}"
 
 
 @mcp.tool
@@ -234,6 +273,8 @@ def greet(name: str) -> str:
 
 def main(argv: list[str]) -> None:
     if os.environ.get("TEST_BACKEND_CRASH_ON_START") == "1":
+        if "API_TOKEN" in os.environ:  # like a backend that logs its configuration, secrets and all
+            sys.stderr.write(f"testing backend: API_TOKEN={os.environ['API_TOKEN']}\n")
         sys.stderr.write(CRASH_ON_START_MESSAGE + "\n")
         sys.stderr.flush()
         sys.exit(3)

@@ -1,0 +1,206 @@
+"""Safe by default: registration policy, secrets, HTTP auth, persistence of runtime registrations."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import anyio
+import httpx2
+import pytest
+from fastmcp import Client
+
+from conftest import (GATEWAY, PYTHON, TESTING_SERVER, backend_spec, http_gateway, stdio_client, text_of,
+                      wait_until, write_config)
+
+SECRET = "planted-s3cret-9f1c"
+
+
+async def refused(client: Client, **params) -> str:
+    result = await client.call_tool("register_server", params, raise_on_error=False)
+    assert result.is_error, params
+    return text_of(result)
+
+
+async def test_policy_refuses_what_is_not_allowlisted_and_injection(tmp_path: Path, mark: str) -> None:
+    config = write_config(tmp_path / "config.json", {}, allow_env=["MY_PATHLIKE"])
+    script = str(TESTING_SERVER)
+    env = {"GATEWAY_TEST_MARK": mark}
+    async with stdio_client(config, mark) as client:
+        msg = await refused(client, name="sh", command="/bin/sh")
+        assert "gateway.allow_commands" in msg and "--allow-any-command" in msg
+        msg = await refused(client, name="code", command=PYTHON, args=["-c", "print(1)"])
+        assert "argument '-c'" in msg and "config file" in msg
+        msg = await refused(client, name="code2", command=PYTHON, args=["--eval=1"])
+        assert "argument '--eval=1'" in msg
+        msg = await refused(client, name="shell", command=PYTHON, args=["/bin/bash", script])
+        assert "start a shell" in msg
+        for name in ("PATH", "LD_PRELOAD", "PYTHONPATH", "NODE_OPTIONS", "DYLD_INSERT_LIBRARIES"):
+            msg = await refused(client, name="envy", command=PYTHON, args=[script], env={**env, name: "/tmp/x"})
+            assert f"setting {name}" in msg and "gateway.allow_env" in msg
+        msg = await refused(client, name="web", url="http://10.0.0.1/mcp")
+        assert "gateway.allow_urls" in msg
+        ok = await client.call_tool("register_server", {"name": "fine", "command": PYTHON, "args": [script],
+                                                        "env": {**env, "MY_PATHLIKE": "/x"}})
+        assert ok.structured_content["status"] == "ready"
+
+
+async def test_allow_any_command_is_explicit_and_warned_about(tmp_path: Path, mark: str) -> None:
+    config = write_config(tmp_path / "config.json", {}, allow_commands=[])
+    log = tmp_path / "stderr.log"
+    with log.open("w") as errors:
+        client = stdio_client(config, mark, "auto", "--allow-any-command")
+        client.transport.log_file = errors
+        async with client:
+            ok = await client.call_tool("register_server", {
+                "name": "any", "command": PYTHON, "args": [str(TESTING_SERVER)], "env": {"GATEWAY_TEST_MARK": mark}})
+            assert ok.structured_content["status"] == "ready"
+    assert "--allow-any-command" in log.read_text() and "run anything" in log.read_text()
+
+
+async def test_secrets_never_appear_in_answers_or_logs(tmp_path: Path, mark: str) -> None:
+    config = write_config(tmp_path / "config.json", {
+        "leaky": backend_spec(mark, env={"API_TOKEN": "${PLANTED}", "TEST_BACKEND_CRASH_ON_START": "1"}),
+        "fine": backend_spec(mark, env={"API_TOKEN": "${PLANTED}"}),
+        "remote": {"url": "http://127.0.0.1:9/mcp?token=${PLANTED}", "bearer_token": "${PLANTED}",
+                   "api_key": "${PLANTED}", "headers": {"X-Other": "${PLANTED}"}},
+    }, connect_timeout=5)
+    log = tmp_path / "stderr.log"
+    seen: list[str] = []
+    with log.open("w") as errors:
+        client = stdio_client(config, mark, "auto", "--log-level", "DEBUG")
+        client.transport.env = {"GATEWAY_TEST_MARK": mark, "PLANTED": SECRET}
+        client.transport.log_file = errors
+        async with client:
+            listed = await client.call_tool("list_servers", {})
+            seen.append(json.dumps(listed.structured_content))
+            servers = {s["name"]: s for s in listed.structured_content["servers"]}
+            assert servers["leaky"]["status"] == "failed" and "***" in servers["leaky"]["last_error"]
+            assert servers["remote"]["header_keys"] == ["Authorization", "X-API-Key", "X-Other"]
+            for call in ({"server": "leaky", "tool": "echo"}, {"server": "remote", "tool": "echo"},
+                         {"server": "fine", "tool": "flood", "params": {"kb": 1}}):
+                seen.append(text_of(await client.call_tool("call_backend", call, raise_on_error=False)))
+            # the backend itself did get the secret
+            assert (await client.call_tool("fine__env", {"name": "API_TOKEN"})).data == SECRET
+            refused = await client.call_tool("register_server", {
+                "name": "fails", "command": PYTHON, "args": [str(TESTING_SERVER)], "env": {
+                    "GATEWAY_TEST_MARK": mark, "API_TOKEN": "another-secret-77", "TEST_BACKEND_CRASH_ON_START": "1"}},
+                raise_on_error=False)
+            seen.append(text_of(refused))
+    seen.append(log.read_text())
+    everything = "\n".join(seen)
+    assert "refusing to start" in everything and "API_TOKEN=***" in everything  # stderr tail, blanked
+    assert SECRET not in everything and "another-secret-77" not in everything
+
+
+@pytest.fixture
+def token_gateway(tmp_path: Path, mark: str):
+    config = write_config(tmp_path / "config.json", {"t": backend_spec(mark)})
+    with http_gateway(config, mark, "streamable-http", "--auth-token", "tok-one", "--auth-token", "tok-two") as (url, _):
+        yield url
+
+
+async def test_http_auth_on_mcp_and_admin_routes(token_gateway: str) -> None:
+    base = token_gateway.removesuffix("/mcp")
+    async with httpx2.AsyncClient() as http:
+        for path in ("/mcp", "/servers"):
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"X-API-Key": "tok-onex"}):
+                response = await http.post(base + path, headers=headers, json={}) if path == "/mcp" \
+                    else await http.get(base + path, headers=headers)
+                assert response.status_code == 401, (path, headers)
+                assert response.json()["error"] == "unauthorized" and "Bearer" in response.json()["message"]
+        assert (await http.get(base + "/healthz")).json() == {"status": "ok"}
+        servers = await http.get(base + "/servers", headers={"X-API-Key": "tok-two"})
+        assert servers.status_code == 200 and servers.json()["servers"][0]["name"] == "t"
+        for path in ("/servers", "/mcp"):
+            rebinding = await http.get(base + path, headers={"X-API-Key": "tok-two", "Host": "evil.example"})
+            assert rebinding.status_code == 421, path
+    async with Client(token_gateway, auth="tok-one") as client:
+        assert (await client.call_tool("t__echo", {"text": "authorized"})).data == "authorized"
+    with pytest.raises(Exception):
+        async with Client(token_gateway, auth="nope") as client:
+            await client.list_tools()
+
+
+async def test_sse_front_requires_the_token_too(tmp_path: Path, mark: str) -> None:
+    config = write_config(tmp_path / "config.json", {})
+    with http_gateway(config, mark, "sse", "--auth-token", "sse-token") as (url, _):
+        async with httpx2.AsyncClient() as http:
+            response = await http.get(url, headers={"Accept": "text/event-stream"})
+            assert response.status_code == 401
+        async with Client(url, auth="sse-token") as client:
+            assert "list_servers" in {t.name for t in await client.list_tools()}
+
+
+def test_non_loopback_host_without_tokens_is_refused(tmp_path: Path) -> None:
+    done = subprocess.run([GATEWAY, "--transport", "streamable-http", "--host", "0.0.0.0", "--port", "1"],
+                          capture_output=True, text=True, timeout=60,
+                          env={k: v for k, v in os.environ.items() if k != "GATEWAY_AUTH_TOKENS"})
+    assert done.returncode == 2
+    assert "without authentication" in done.stderr and "--no-auth" in done.stderr and "Traceback" not in done.stderr
+
+
+async def test_runtime_registrations_survive_a_restart(tmp_path: Path, mark: str) -> None:
+    config = write_config(tmp_path / "config.json", {})
+    state = tmp_path / "gateway-state.json"
+    spec = {"command": PYTHON, "args": [str(TESTING_SERVER)], "env": {"GATEWAY_TEST_MARK": mark}}
+    async with stdio_client(config, mark) as client:
+        await client.call_tool("register_server", {"name": "kept", **spec, "description": "stays"})
+        await client.call_tool("register_server", {"name": "dropped", **spec})
+        await client.call_tool("remove_server", {"name": "dropped"})
+    assert stat.S_IMODE(state.stat().st_mode) == 0o600
+    assert set(json.loads(state.read_text())["servers"]) == {"kept"}
+    async with stdio_client(config, mark) as client:
+        servers = {s["name"]: s for s in (await client.call_tool("list_servers", {})).structured_content["servers"]}
+        assert servers["kept"]["status"] == "ready" and servers["kept"]["registered_at_runtime"]
+        assert servers["kept"]["description"] == "stays" and "dropped" not in servers
+        assert (await client.call_tool("kept__echo", {"text": "back"})).data == "back"
+
+
+async def test_a_corrupt_state_file_is_kept_aside_and_reported(tmp_path: Path, mark: str) -> None:
+    config = write_config(tmp_path / "config.json", {})
+    state = tmp_path / "gateway-state.json"
+    state.write_text('{"servers": {"half": {"command": ')
+    async with stdio_client(config, mark) as client:
+        listed = (await client.call_tool("list_servers", {})).structured_content
+        assert "could not be read" in listed["state_file_problem"] and ".corrupt-" in listed["state_file_problem"]
+        await client.call_tool("register_server", {"name": "new", "command": PYTHON, "args": [str(TESTING_SERVER)],
+                                                   "env": {"GATEWAY_TEST_MARK": mark}})
+    backups = list(tmp_path.glob("gateway-state.json.corrupt-*"))
+    assert len(backups) == 1 and backups[0].read_text() == '{"servers": {"half": {"command": '
+    assert set(json.loads(state.read_text())["servers"]) == {"new"}
+
+
+async def test_concurrent_register_and_remove_never_lose_or_duplicate(tmp_path: Path, mark: str) -> None:
+    config = write_config(tmp_path / "config.json", {}, connect_timeout=60)
+    state = tmp_path / "gateway-state.json"
+    spec = {"command": PYTHON, "args": [str(TESTING_SERVER)], "env": {"GATEWAY_TEST_MARK": mark}}
+    async with stdio_client(config, mark) as client:
+        errors: list[str] = []
+
+        async def register(name: str) -> None:
+            result = await client.call_tool("register_server", {"name": name, **spec}, raise_on_error=False)
+            if result.is_error:
+                errors.append(text_of(result))
+
+        async with anyio.create_task_group() as tg:
+            for i in range(8):
+                tg.start_soon(register, f"s{i}")
+            tg.start_soon(register, "s0")  # a duplicate racing the original: exactly one wins
+        assert len(errors) == 1 and "'s0' already exists" in errors[0]
+        names = {s["name"] for s in (await client.call_tool("list_servers", {})).structured_content["servers"]}
+        assert names == {f"s{i}" for i in range(8)}
+        assert set(json.loads(state.read_text())["servers"]) == names
+
+        async with anyio.create_task_group() as tg:
+            for i in range(0, 8, 2):
+                tg.start_soon(client.call_tool, "remove_server", {"name": f"s{i}"})
+            for i in range(8, 11):
+                tg.start_soon(register, f"s{i}")
+        expected = {f"s{i}" for i in (1, 3, 5, 7, 8, 9, 10)}
+        names = {s["name"] for s in (await client.call_tool("list_servers", {})).structured_content["servers"]}
+        assert names == expected
+        assert set(json.loads(state.read_text())["servers"]) == expected
