@@ -33,7 +33,7 @@ async def test_crash_mid_call_answers_fast_and_restarts_with_backoff(tmp_path: P
         # a backend that keeps failing is retried with a growing, bounded wait, and fails fast between
         broken = {"server": "broken", "tool": "echo"}
         waits = []
-        for _ in range(3):
+        for _ in range(2):
             listed = (await servers(client))["broken"]
             while listed["next_retry_in_seconds"] > 0:
                 fast = time.monotonic()
@@ -46,8 +46,8 @@ async def test_crash_mid_call_answers_fast_and_restarts_with_backoff(tmp_path: P
             assert retried.is_error and "refusing to start" in text_of(retried)
             listed = (await servers(client))["broken"]
             waits.append((listed["consecutive_failures"], listed["next_retry_in_seconds"]))
-        assert [f for f, _ in waits] == [2, 3, 4]
-        assert waits[0][1] < waits[1][1] < waits[2][1] <= 30
+        assert [f for f, _ in waits] == [2, 3]
+        assert 0 < waits[0][1] < waits[1][1] <= 30
 
 
 async def test_a_hanging_backend_does_not_slow_the_others(tmp_path: Path, mark: str) -> None:

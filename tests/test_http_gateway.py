@@ -114,7 +114,7 @@ async def test_signals_stop_every_backend_and_its_children(tmp_path: Path, mark:
 
 
 async def test_backends_start_concurrently(tmp_path: Path, mark: str) -> None:
-    slow = backend_spec(mark, env={"TEST_BACKEND_START_DELAY": "3"})
+    slow = backend_spec(mark, env={"TEST_BACKEND_START_DELAY": "4"})
 
     async def startup(count: int) -> float:
         config = write_config(tmp_path / f"config{count}.json", {f"s{i}": slow for i in range(count)})
@@ -124,6 +124,7 @@ async def test_backends_start_concurrently(tmp_path: Path, mark: str) -> None:
             assert [s["status"] for s in listed] == ["ready"] * count
             return time.monotonic() - started
 
-    one, four = await startup(1), await startup(4)
-    # one after another would add 3 s per extra backend (9 s); together they add little
-    assert four < one + 3, (one, four)
+    one, three = await startup(1), await startup(3)
+    # one after another would add 4 s per extra backend (8 s); together they add only the CPU
+    # time of starting two more Python processes
+    assert three < one + 5, (one, three)

@@ -23,6 +23,10 @@ import wave
 import zlib
 from typing import Any
 
+# Stands in for a backend with a slow start (a big import, a cold npx cache); before the imports,
+# so that the delay is the same whatever the machine's load.
+time.sleep(float(os.environ.get("TEST_BACKEND_START_DELAY", "0")))
+
 # fastmcp reads its log level at import time; failing tools would otherwise print tracebacks.
 os.environ.setdefault("FASTMCP_LOG_LEVEL", "ERROR")
 
@@ -278,8 +282,6 @@ def main(argv: list[str]) -> None:
         sys.stderr.write(CRASH_ON_START_MESSAGE + "\n")
         sys.stderr.flush()
         sys.exit(3)
-    # Stands in for a backend with a slow start (a big import, a cold npx cache).
-    time.sleep(float(os.environ.get("TEST_BACKEND_START_DELAY", "0")))
     mode = argv[0] if argv else "stdio"
     if mode == "stdio" and len(argv) <= 1:
         mcp.run(show_banner=False)
