@@ -71,7 +71,8 @@ async def test_a_hanging_backend_does_not_slow_the_others(tmp_path: Path, mark: 
                 tg.start_soon(hang)
             during = statistics.median(await latencies())
             tg.cancel_scope.cancel()
-        assert during < max(before * 1.5, before + 0.005), (before, during)
+        # generous: other tests may load the machine; a blocked pool would add seconds, not milliseconds
+        assert during < max(before * 2, before + 0.010), (before, during)
 
 
 async def test_floods_garbage_and_huge_results(tmp_path: Path, mark: str) -> None:
