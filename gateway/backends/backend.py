@@ -161,8 +161,11 @@ class Backend:
     # -- connection ---------------------------------------------------------------------------
 
     def _new_client(self) -> Client:
+        # Tool calls pass their own timeout; this default bounds everything else (listing, resource
+        # reads, prompts), which must not fail just because a server's call timeout is short.
         client = Client(make_transport(self.spec, self.stderr), name=f"gateway-{self.name}",
-                        timeout=self.call_timeout, init_timeout=self.connect_timeout,
+                        timeout=max(self.call_timeout, self.connect_timeout),
+                        init_timeout=self.connect_timeout,
                         log_handler=self._forward_log,
                         message_handler=_ListChanged(lambda: self._spawn(self.refresh)))
         # No public knob for the session class; this is how FastMCP's own proxy relays results.
