@@ -323,7 +323,7 @@ class Backend:
                    ) -> mcp_types.CallToolResult:
         client = await self.ready_client()
         entry = self.tool_entry(tool)
-        if entry.validator is not None:
+        if entry.validator is not None and not entry.validator.is_valid(args):
             error = next(iter(sorted(entry.validator.iter_errors(args), key=lambda e: e.path)), None)
             if error is not None:
                 where = "/".join(str(p) for p in error.absolute_path)
