@@ -100,6 +100,9 @@ class GatewayProvider(Provider):
                     update={"uri_template": namespace_uri(backend.name, tpl.uri_template)}))
         self._resources, self._templates = resources, templates
 
+    def tool(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
     async def _list_tools(self) -> Sequence[Tool]:
         return list(self._tools.values())
 

@@ -24,11 +24,33 @@ async def test_crash_mid_call_answers_fast_and_restarts_with_backoff(tmp_path: P
         "testing": backend_spec(mark), "other": backend_spec(mark),
         "broken": backend_spec(mark, env={"TEST_BACKEND_CRASH_ON_START": "1"})})
     async with stdio_client(config, mark) as client:
-        started = time.monotonic()
-        crashed = await client.call_tool("testing__crash", {}, raise_on_error=False)
-        assert crashed.is_error and time.monotonic() - started < 1.0
+        in_flight: list = []
+        reached = 0
+
+        async def on_progress(*_args) -> None:
+            nonlocal reached
+            reached += 1
+
+        async def slow() -> None:
+            in_flight.append(await client.call_tool("testing__slow", {"seconds": 30}, raise_on_error=False,
+                                                    progress_handler=on_progress))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(slow)
+            with anyio.fail_after(10):
+                while reached < 3:  # every slow call has reached the backend
+                    await anyio.sleep(0.01)
+            started = time.monotonic()
+            crashed = await client.call_tool("testing__crash", {}, raise_on_error=False)
+            assert crashed.is_error and time.monotonic() - started < 1.0
+        assert len(in_flight) == 3 and all(r.is_error and "lost its connection" in text_of(r) for r in in_flight)
         assert (await client.call_tool("other__echo", {"text": "unaffected"})).data == "unaffected"
         assert (await client.call_tool("testing__echo", {"text": "restarted"})).data == "restarted"
+        # the loss is counted once and the backend restarted once, however many calls saw it
+        running = [p for p in processes_marked(mark) if str(TESTING_SERVER) in p.cmdline()]
+        assert len(running) == 2, [p.cmdline() for p in running]
+        assert (await servers(client))["testing"]["status"] == "ready"
 
         # a backend that keeps failing is retried with a growing, bounded wait, and fails fast between
         broken = {"server": "broken", "tool": "echo"}

@@ -153,6 +153,7 @@ class Backend:
         self._client: Client | None = None
         self._pgid: int | None = None  # process group of a stdio backend
         self._lock = anyio.Lock()
+        self._restarted: anyio.Event | None = None  # set when the running restart ends
         self._log_sinks: list[LogSink] = []
         self.stderr = StderrTail(name) if spec.kind == "stdio" else None
         if self.stderr is not None:
@@ -292,20 +293,44 @@ class Backend:
 
     # -- calls --------------------------------------------------------------------------------
 
-    async def ready_client(self) -> Client:
+    async def ready_client(self, wait: float | None = None) -> Client:
+        """The live session, restarting the backend if it is down and its backoff has passed.
+
+        A restart runs in the pool's task group; the caller waits for it at most `wait` seconds (its
+        own timeout), so a slow start neither breaks the caller's bound nor is cut short by it.
+        """
         if self.refresh_state() is State.ready and self._client is not None:
             return self._client
         if self.state is State.stopped:
             raise BackendUnavailable(f"server '{self.name}' was removed")
         if self.state is not State.connecting:
-            wait = self.retry_at - time.monotonic()
-            if wait > 0:
+            remaining = self.retry_at - time.monotonic()
+            if remaining > 0:
                 raise BackendUnavailable(
                     f"server '{self.name}' is {self.state.value}: {self.last_error}. "
-                    f"Next reconnect attempt in {wait:.1f}s; other servers are unaffected.")
-        await self.connect()
-        assert self._client is not None
-        return self._client
+                    f"Next reconnect attempt in {remaining:.1f}s; other servers are unaffected.")
+        if self._restarted is None:
+            done = self._restarted = anyio.Event()
+
+            async def restart() -> None:
+                try:
+                    await self.connect()
+                except BackendUnavailable:
+                    pass  # recorded in last_error; the waiting callers report it
+                finally:
+                    self._restarted = None
+                    done.set()
+
+            self._spawn(restart)
+        restarted = self._restarted
+        bound = wait if wait is not None else self.connect_timeout
+        with anyio.move_on_after(bound):
+            await restarted.wait()
+        if self.state is State.ready and self._client is not None:
+            return self._client
+        if self.state is State.connecting:
+            raise CallTimeout(f"server '{self.name}' is still starting after {bound:g}s; try again shortly")
+        raise BackendUnavailable(f"server '{self.name}' is {self.state.value}: {self.last_error}")
 
     @property
     def protocol_version(self) -> str | None:
@@ -321,7 +346,8 @@ class Backend:
     async def call(self, tool: str, args: dict[str, Any], *, timeout: float | None = None,
                    progress: ProgressHandler | None = None, log: LogSink | None = None
                    ) -> mcp_types.CallToolResult:
-        client = await self.ready_client()
+        limit = timeout or self.call_timeout
+        client = await self.ready_client(limit)
         entry = self.tool_entry(tool)
         if entry.validator is not None and not entry.validator.is_valid(args):
             error = next(iter(sorted(entry.validator.iter_errors(args), key=lambda e: e.path)), None)
@@ -331,7 +357,6 @@ class Backend:
                     f"params for '{tool}' of server '{self.name}' do not match its input schema"
                     f"{f' at {where!r}' if where else ''}: {error.message}. "
                     f"Expected: {describe_params(entry.tool.input_schema)}")
-        limit = timeout or self.call_timeout
         if log is not None:
             self._log_sinks.append(log)
         try:
@@ -350,11 +375,11 @@ class Backend:
             if exc.error.code != mcp_types.CONNECTION_CLOSED:
                 raise BackendError(f"server '{self.name}' rejected the call to '{tool}': "
                                    f"{exc.error.message}") from None
-            await self._lost(exc)
+            await self._lost(client, exc)
         except (anyio.get_cancelled_exc_class(), BackendError):
             raise
         except Exception as exc:
-            await self._lost(exc)
+            await self._lost(client, exc)
         finally:
             if log is not None:
                 self._log_sinks.remove(log)
@@ -364,13 +389,17 @@ class Backend:
         raise BackendUnavailable(f"server '{self.name}' lost its connection during the call to "
                                  f"'{tool}': {self.last_error}. It is restarted on the next call.")
 
-    async def _lost(self, exc: BaseException) -> None:
+    async def _lost(self, client: Client, exc: BaseException) -> None:
+        """A call found its session dead. Only that session is dropped, and the loss counted once:
+        calls that were in flight on it fail one after another, maybe after a restart."""
         async with self._lock:
-            if self.state is State.ready:
-                with anyio.CancelScope(shield=True):
-                    await anyio.sleep(0.05)  # let the dying process's last stderr lines arrive
+            if self._client is not client:
+                return  # already dropped, or replaced by a restarted session
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep(0.05)  # let the dying process's last stderr lines arrive
+            if self.state is State.ready:  # refresh_state may have counted this loss meanwhile
                 self._record_failure(f"connection lost ({_describe_exception(exc)})")
-                await self._drop_client()
+            await self._drop_client()
         self._on_change(self)
 
     async def _forward_log(self, message: LogMessage) -> None:

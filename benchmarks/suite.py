@@ -1,0 +1,1051 @@
+"""Every gateway benchmark in one run, each figure a ratio against a baseline measured in the same run.
+
+    .venv/bin/python benchmarks/suite.py [--rounds 3] [--quick] [--only GROUP,...]
+
+Groups (each starts its own processes and stops them before the next one starts):
+
+- pipeline   benchmarks/pipelines.py's engine measurements, in process
+- stdio      sequential echo through the stdio gateway (`bench__echo` and `call_backend`), a plain
+             FastMCP proxy and direct; 1 MB `blob` through the gateway and direct
+- http       sequential echo and 64-in-flight load: the gateway's streamable-HTTP front (1 and 10
+             stdio backends) vs the backend's own streamable HTTP; 1 MB results to `auto` and `legacy`
+             clients
+- fanout     10 backends x `sleep(200)`: concurrent calls and one 10-step pipeline vs one direct call
+- isolation  echo to healthy backends while calls to another backend hang, vs while none do
+- startup    gateway ready with 10 stdio backends vs 10 direct clients started together
+- memory     gateway RSS with 20 stdio backends vs one bare bench_server.py
+
+The machine is shared, so paths under comparison run interleaved where they can (blocks of calls
+taking turns, alternating order between rounds), and each group records how busy the rest of the
+machine was. Writes benchmarks/results/report.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+# load_http first: it sets FASTMCP_LOG_LEVEL before fastmcp is imported, which keeps the client
+# from logging every error result it relays.
+import load_http  # noqa: E402
+import pipelines as pipeline_bench  # noqa: E402
+from latency_stdio import percentile  # noqa: E402
+from load_http import (  # noqa: E402
+    MARK_VAR, Answer, Echoes, call, connected, free_port, git_state, marked_processes, port_open,
+    process_snapshot, serve, wait_gone)
+
+import anyio  # noqa: E402
+import psutil  # noqa: E402
+from fastmcp import Client  # noqa: E402
+from fastmcp.client.transports import StdioTransport  # noqa: E402
+
+ROOT = HERE.parent
+RESULTS = HERE / "results"
+BENCH_SERVER = str(HERE / "bench_server.py")
+PROXY_SCRIPT = str(HERE / "fastmcp_proxy.py")
+TESTING_SERVER = str(ROOT / "tests" / "backends" / "testing_server.py")
+GATEWAY = str(Path(sys.executable).parent / "gateway")
+
+ROLE_VAR = "SUITE_ROLE"  # tells our processes apart when we need one's pid (memory)
+CLIENT_TIMEOUT = 30.0
+CALL_BOUND = 60.0
+READY_BOUND = 120.0  # 20 backends starting at once on a busy 2-core machine take a while
+SETTLE_BOUND = 20.0
+BLOCK = 50
+MIB = 1024 * 1024
+GROUP_BOUND = {"pipeline": 300, "stdio": 600, "http": 900, "fanout": 300, "isolation": 300,
+               "startup": 600, "memory": 600}
+GROUPS = list(GROUP_BOUND)
+
+
+@dataclass
+class Settings:
+    rounds: int
+    quick: bool
+    latency_calls: int  # per path and round
+    http_calls: int
+    throughput_calls: int
+    concurrency: int
+    clients: int
+    fanout_reps: int
+    payload_reps: int
+    isolation_pairs: int
+    isolation_block: int
+    hang_calls: int
+    proxy: bool
+
+    @classmethod
+    def make(cls, rounds: int | None, quick: bool, proxy: bool) -> Settings:
+        if quick:
+            return cls(rounds=rounds or 2, quick=True, latency_calls=300, http_calls=300,
+                       throughput_calls=1500, concurrency=64, clients=8, fanout_reps=3, payload_reps=3,
+                       isolation_pairs=3, isolation_block=60, hang_calls=4, proxy=proxy)
+        return cls(rounds=rounds or 3, quick=False, latency_calls=1000, http_calls=1000,
+                   throughput_calls=5000, concurrency=64, clients=8, fanout_reps=5, payload_reps=8,
+                   isolation_pairs=5, isolation_block=100, hang_calls=4, proxy=proxy)
+
+
+# -- results -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Metric:
+    bench: str
+    what: str
+    target: str  # as written in the report, e.g. "≤ 1.6×"
+    limit: float | None  # None: shown for reference, judged against nothing
+    higher_is_better: bool = False
+    unit: str = "×"
+    abs_unit: str = "ms"
+    labels: tuple[str, str] = ("gateway", "direct")
+    values: list[float] = field(default_factory=list)
+    measured: list[float] = field(default_factory=list)
+    baseline: list[float] = field(default_factory=list)
+
+    def add(self, value: float, measured: float, baseline: float) -> None:
+        self.values.append(value)
+        self.measured.append(measured)
+        self.baseline.append(baseline)
+
+    def meets(self, value: float) -> bool:
+        assert self.limit is not None
+        return value >= self.limit if self.higher_is_better else value <= self.limit
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"bench": self.bench, "what": self.what, "target": self.target,
+                               "unit": self.unit, "rounds": len(self.values)}
+        if self.values:
+            out.update(median=statistics.median(self.values), min=min(self.values), max=max(self.values),
+                       values=self.values, abs_unit=self.abs_unit,
+                       absolute={self.labels[0]: statistics.median(self.measured),
+                                 self.labels[1]: statistics.median(self.baseline)},
+                       absolute_per_round={self.labels[0]: self.measured, self.labels[1]: self.baseline})
+        out["verdict"] = self.verdict()
+        return out
+
+    def verdict(self) -> str:
+        if not self.values:
+            return "no data"
+        if self.limit is None:
+            return "reference"
+        if not self.meets(statistics.median(self.values)):
+            return "missed"
+        over = sum(not self.meets(v) for v in self.values)
+        return f"met ({over}/{len(self.values)} rounds outside)" if over else "met"
+
+
+@dataclass
+class GroupRecord:
+    duration_s: float = 0.0
+    machine: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+    tracebacks_in_logs: int = 0
+    settled_s: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def tree_cpu() -> float:
+    """CPU seconds used by this process and everything it started, living or reaped."""
+    me = psutil.Process()
+    times = me.cpu_times()
+    total = times.user + times.system + times.children_user + times.children_system
+    for child in me.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            t = child.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def machine_cpu() -> float:
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0) \
+        + getattr(t, "steal", 0.0)
+
+
+class MachineMeter:
+    """How much of the machine went to processes that are not ours while a group ran."""
+
+    def __init__(self) -> None:
+        self.wall, self.machine, self.ours = time.perf_counter(), machine_cpu(), tree_cpu()
+
+    def stop(self) -> dict[str, float]:
+        wall = time.perf_counter() - self.wall
+        machine, ours = machine_cpu() - self.machine, tree_cpu() - self.ours
+        cpus = os.cpu_count() or 1
+        return {"wall_s": round(wall, 1), "machine_busy_pct": round(100 * machine / (wall * cpus), 1),
+                "ours_cpu_s": round(ours, 1), "others_cpu_s": round(max(0.0, machine - ours), 1),
+                "others_pct_of_machine": round(100 * max(0.0, machine - ours) / (wall * cpus), 1)}
+
+
+# -- processes -----------------------------------------------------------------------------------
+
+
+class Run:
+    def __init__(self, settings: Settings, tmp: Path, mark: str) -> None:
+        self.settings = settings
+        self.tmp = tmp
+        self.mark = mark
+        self.metrics: list[Metric] = []
+        self.groups: dict[str, GroupRecord] = {}
+        self.payload_http: list[dict[str, Any]] = []
+        self.ports: list[int] = []
+        self.logs: list[Path] = []
+        self.group = ""
+        self._count = 0
+        self.roles: dict[int, str] = {}
+        self.empty_pipelines = tmp / "pipelines"
+        self.empty_pipelines.mkdir()
+
+    @property
+    def record(self) -> GroupRecord:
+        return self.groups[self.group]
+
+    def note(self, text: str) -> None:
+        self.record.notes.append(text)
+
+    def metric(self, bench: str, what: str, target: str, limit: float | None, **kw: Any) -> Metric:
+        metric = Metric(bench, what, target, limit, **kw)
+        self.metrics.append(metric)
+        return metric
+
+    def unique(self, role: str) -> str:
+        self._count += 1
+        return f"{self.group}-{role}-{self._count}"
+
+    def log(self, name: str) -> Path:
+        path = self.tmp / f"{name}.log"
+        self.logs.append(path)
+        return path
+
+    def port(self) -> int:
+        port = free_port()
+        self.ports.append(port)
+        return port
+
+    def backend(self, **extra_env: str) -> dict[str, Any]:
+        return {"command": sys.executable, "args": [BENCH_SERVER], "env": {MARK_VAR: self.mark, **extra_env}}
+
+    def config(self, name: str, servers: dict[str, Any]) -> Path:
+        path = self.tmp / name / "config.json"
+        path.parent.mkdir()
+        path.write_text(json.dumps({"mcpServers": servers, "gateway": {"call_timeout": 30,
+                                                                      "connect_timeout": READY_BOUND}}))
+        return path
+
+    def gateway_args(self, config: Path) -> list[str]:
+        # An empty pipeline directory: otherwise the gateway falls back to ./pipelines of the cwd.
+        return ["--auto-register", str(config), "--pipelines", str(self.empty_pipelines)]
+
+    def stdio(self, command: str, args: list[str], role: str) -> Client:
+        """A stdio client whose process (and its children) carry the run's mark; stderr to a log."""
+        name = self.unique(role)
+        transport = StdioTransport(command, args, env={MARK_VAR: self.mark, ROLE_VAR: name}, keep_alive=False,
+                                   log_file=self.log(name))
+        client = Client(transport, timeout=CLIENT_TIMEOUT, init_timeout=READY_BOUND)
+        self.roles[id(client)] = name
+        return client
+
+    def gateway_stdio(self, config: Path, role: str = "gateway") -> Client:
+        return self.stdio(GATEWAY, self.gateway_args(config), role)
+
+    def serve_http(self, args: list[str], port: int, what: str) -> contextlib.AbstractContextManager[Any]:
+        return serve(args, port, self.mark, self.log(self.unique(what.split()[0])), what)
+
+    def gateway_http(self, config: Path, port: int) -> contextlib.AbstractContextManager[Any]:
+        args = [GATEWAY, *self.gateway_args(config), "--transport", "streamable-http", "--port", str(port)]
+        return self.serve_http(args, port, "gateway http")
+
+    def process_of(self, client: Client) -> psutil.Process:
+        role = self.roles[id(client)]
+        for child in psutil.Process().children():
+            with contextlib.suppress(psutil.Error):
+                if child.environ().get(ROLE_VAR) == role:
+                    return child
+        raise RuntimeError(f"no process found for {role}")
+
+
+def settle(mark: str) -> float | None:
+    """Waits until every process of ours is gone; how long that took, or None if some are left."""
+    started = time.monotonic()
+    while marked_processes(mark):
+        if time.monotonic() - started > SETTLE_BOUND:
+            return None
+        time.sleep(0.1)
+    return round(time.monotonic() - started, 2)
+
+
+async def wait_ready(client: Client, count: int) -> float:
+    """Polls list_servers until `count` backends are ready; seconds taken. A failed backend raises."""
+    started = time.perf_counter()
+    with anyio.fail_after(READY_BOUND):
+        while True:
+            result = await client.call_tool("list_servers", {}, timeout=CLIENT_TIMEOUT)
+            servers = result.structured_content["servers"]
+            failed = [f"{s['name']}: {s['last_error']}" for s in servers if s["status"] in ("failed", "down")]
+            if failed:
+                raise RuntimeError("backends failed to start: " + "; ".join(failed)[:1000])
+            if len(servers) >= count and all(s["status"] == "ready" for s in servers):
+                return time.perf_counter() - started
+            await anyio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def entered(*clients: Client) -> AsyncIterator[None]:
+    async with contextlib.AsyncExitStack() as stack:
+        for client in clients:
+            await stack.enter_async_context(client)
+        yield
+
+
+# -- measuring -----------------------------------------------------------------------------------
+
+Target = Callable[[int], Awaitable[Answer]]
+
+
+def target(client: Client, make: Callable[[int], tuple[str, dict[str, Any]]]) -> Target:
+    async def one(i: int) -> Answer:
+        tool, args = make(i)
+        return await call(client, tool, args)
+    return one
+
+
+def fixed(tool: str, args: dict[str, Any]) -> Callable[[int], tuple[str, dict[str, Any]]]:
+    return lambda _i: (tool, args)
+
+
+def via_call_backend(server: str, tool: str, params: dict[str, Any]) -> Callable[[int], tuple[str, dict[str, Any]]]:
+    return fixed("call_backend", {"server": server, "tool": tool, "params": params})
+
+
+async def interleave(paths: dict[str, Target], per_path: int, block: int,
+                     ok: Callable[[Answer], bool]) -> tuple[dict[str, list[float]], Counter[str]]:
+    """`per_path` calls on every path, in blocks taking turns; the starting path rotates per block."""
+    samples: dict[str, list[float]] = {name: [] for name in paths}
+    failures: Counter[str] = Counter()
+    names = list(paths)
+    seq = 0
+    for b in range(max(1, per_path // block)):
+        shift = b % len(names)
+        for name in names[shift:] + names[:shift]:
+            for _ in range(block):
+                answer = await paths[name](seq)
+                seq += 1
+                if ok(answer):
+                    samples[name].append(answer.seconds)
+                else:
+                    failures[f"{name}: {answer.kind}: {answer.text[:200]}"] += 1
+    return samples, failures
+
+
+def echoed(answer: Answer) -> bool:
+    return answer.kind == "result" and answer.text == "hi"
+
+
+def one_mib(answer: Answer) -> bool:
+    return answer.kind == "result" and len(answer.text) == MIB
+
+
+def p50(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def p99(values: list[float]) -> float:
+    return percentile(values, 0.99)
+
+
+def note_failures(run: Run, failures: Counter[str]) -> None:
+    for text, n in failures.most_common(5):
+        run.note(f"{n} failed calls: {text}")
+
+
+async def load(clients: list[Client], make: Callable[[int, str], tuple[str, dict[str, Any]]], calls: int,
+               concurrency: int) -> tuple[float, Echoes]:
+    """`calls` echo calls, `concurrency` in flight over `clients`; wall seconds and the outcomes."""
+    echoes = Echoes()
+    budget = calls
+
+    async def worker(w: int) -> None:
+        nonlocal budget
+        client = clients[w % len(clients)]
+        while budget > 0:
+            budget -= 1
+            payload = uuid.uuid4().hex
+            tool, args = make(budget, payload)
+            echoes.record(await call(client, tool, args), payload)
+
+    started = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for w in range(concurrency):
+            tg.start_soon(worker, w)
+    return time.perf_counter() - started, echoes
+
+
+def ms(seconds: float) -> float:
+    return seconds * 1000
+
+
+# -- groups --------------------------------------------------------------------------------------
+
+
+async def group_pipeline(run: Run) -> None:
+    """benchmarks/pipelines.py's three measurements, per round, against the same real pool."""
+    s = run.settings
+    pb = pipeline_bench
+    overhead = run.metric("pipeline", f"engine overhead per step ({pb.CHAIN}-step chain)", "< 1 ms", 1.0,
+                          unit=" ms", labels=("chain", f"{pb.CHAIN} direct pool calls"))
+    parallel = run.metric("pipeline", "two parallel 300 ms steps", "< 1.3×", 1.3,
+                          labels=("pipeline", "one step"))
+    foreach = run.metric("pipeline", "foreach 20 × 200 ms, concurrency 10", "< 1.3×", 1.3,
+                         labels=("pipeline", "2 × 200 ms"))
+    spec = pb.ServerSpec(command=sys.executable, args=[BENCH_SERVER], env={MARK_VAR: run.mark})
+    async with pb.BackendPool(pb.GatewaySettings()) as pool:
+        await pool.start_all({"b": spec, "c": spec})
+        compiled = {name: pb.compile_pipeline(raw, name) for name, raw in
+                    (("chain", pb.chain()), ("parallel", pb.PARALLEL), ("foreach", pb.FOREACH))}
+        for _ in range(20):
+            await pool.call("b", "echo", {"text": "x"})
+
+        async def timed_pipeline(name: str) -> float:
+            started = time.perf_counter()
+            with anyio.fail_after(CALL_BOUND):
+                report = await pb.run_pipeline(compiled[name], {}, pool)
+            if report["status"] != "ok":
+                raise RuntimeError(f"pipeline {name}: {json.dumps(report)[:500]}")
+            return time.perf_counter() - started
+
+        for r in range(s.rounds):
+            started = time.perf_counter()
+            for _ in range(pb.CHAIN):
+                await pool.call("b", "echo", {"text": "x"})
+            direct = time.perf_counter() - started
+            chain = await timed_pipeline("chain")
+            overhead.add(ms(chain - direct) / pb.CHAIN, ms(chain), ms(direct))
+            par = await timed_pipeline("parallel")
+            parallel.add(par / 0.300, ms(par), 300.0)
+            each = await timed_pipeline("foreach")
+            foreach.add(each / 0.400, ms(each), 400.0)
+            print(f"  round {r + 1}: overhead {overhead.values[-1]:.3f} ms/step, parallel "
+                  f"{parallel.values[-1]:.2f}×, foreach {foreach.values[-1]:.2f}×", flush=True)
+
+
+async def group_stdio(run: Run) -> None:
+    s = run.settings
+    config = run.config("stdio", {"bench": run.backend()})
+    direct = run.stdio(sys.executable, [BENCH_SERVER], "direct")
+    gateway = run.gateway_stdio(config)
+    clients = [direct, gateway]
+    proxy = run.stdio(sys.executable, [PROXY_SCRIPT], "fastmcp-proxy") if s.proxy else None
+    if proxy:
+        clients.append(proxy)
+
+    hi = {"text": "hi"}
+    echo: dict[str, Target] = {"direct": target(direct, fixed("echo", hi)),
+                               "bench__echo": target(gateway, fixed("bench__echo", hi)),
+                               "call_backend": target(gateway, via_call_backend("bench", "echo", hi))}
+    mib = {"kb": 1024}
+    blob: dict[str, Target] = {"direct": target(direct, fixed("blob", mib)),
+                               "bench__blob": target(gateway, fixed("bench__blob", mib)),
+                               "call_backend": target(gateway, via_call_backend("bench", "blob", mib))}
+    if proxy:
+        echo["fastmcp_proxy"] = target(proxy, fixed("echo", hi))
+        blob["fastmcp_proxy"] = target(proxy, fixed("blob", mib))
+
+    n = s.latency_calls
+    lat: dict[tuple[str, str], Metric] = {}
+    for path, kind in (("bench__echo", "gateway"), ("call_backend", "gateway"), ("fastmcp_proxy", "proxy")):
+        if path not in echo:
+            continue
+        label = "FastMCP proxy (reference)" if kind == "proxy" else path
+        lat[path, "p50"] = run.metric("latency, stdio", f"{label}: p50 of {n} sequential echo",
+                                      "—" if kind == "proxy" else "≤ 1.6×", None if kind == "proxy" else 1.6,
+                                      labels=(kind, "direct"))
+        lat[path, "p99"] = run.metric("latency, stdio", f"{label}: p99", "—" if kind == "proxy" else "≤ 2×",
+                                      None if kind == "proxy" else 2.0, labels=(kind, "direct"))
+    payload = {path: run.metric("payload", f"blob(1024), 1 MiB, {path}, stdio (median of {s.payload_reps})",
+                                "≤ 1.5×" if path != "fastmcp_proxy" else "—",
+                                1.5 if path != "fastmcp_proxy" else None,
+                                labels=("proxy" if path == "fastmcp_proxy" else "gateway", "direct"))
+               for path in blob if path != "direct"}
+
+    async with entered(*clients):
+        await wait_ready(gateway, 1)
+        for paths, check, warm in ((echo, echoed, 20), (blob, one_mib, 2)):
+            _, failures = await interleave(paths, warm, warm, check)
+            note_failures(run, failures)
+        for r in range(s.rounds):
+            samples, failures = await interleave(echo, n, BLOCK, echoed)
+            note_failures(run, failures)
+            base50, base99 = p50(samples["direct"]), p99(samples["direct"])
+            for (path, q), metric in lat.items():
+                got, base = (p50(samples[path]), base50) if q == "p50" else (p99(samples[path]), base99)
+                metric.add(got / base, ms(got), ms(base))
+            big, failures = await interleave(blob, s.payload_reps, 1, one_mib)
+            note_failures(run, failures)
+            if not big["direct"]:
+                raise RuntimeError("no direct 1 MiB call succeeded")
+            for path, metric in payload.items():
+                if big[path]:
+                    metric.add(p50(big[path]) / p50(big["direct"]), ms(p50(big[path])), ms(p50(big["direct"])))
+            print(f"  round {r + 1}: " + ", ".join(f"{p} {q} {m.values[-1]:.2f}×" for (p, q), m in lat.items())
+                  + "; 1 MiB " + ", ".join(f"{p} {m.values[-1]:.2f}×" for p, m in payload.items() if m.values),
+                  flush=True)
+        run.record.extra["gateway_process_after"] = process_snapshot(run.process_of(gateway).pid)
+
+
+async def group_http(run: Run) -> None:
+    s = run.settings
+    ten = [f"bench{i}" for i in range(10)]
+    cfg1 = run.config("http1", {"bench": run.backend()})
+    cfg10 = run.config("http10", {name: run.backend() for name in ten})
+    ports = {"direct": run.port(), "gateway1": run.port(), "gateway10": run.port()}
+    urls = {name: f"http://127.0.0.1:{port}/mcp" for name, port in ports.items()}
+    n = s.http_calls
+    lat1 = run.metric("latency, HTTP", f"gateway HTTP front, 1 stdio backend: p50 of {n} sequential echo",
+                      "≤ 1.3×", 1.3, labels=("gateway", "backend's own HTTP"))
+    lat10 = run.metric("latency, HTTP", "gateway HTTP front, 10 stdio backends (round robin): p50", "≤ 1.3×", 1.3,
+                       labels=("gateway", "backend's own HTTP"))
+    lat1_99 = run.metric("latency, HTTP", "1 backend: p99 (reference)", "—", None,
+                         labels=("gateway", "backend's own HTTP"))
+    lat10_99 = run.metric("latency, HTTP", "10 backends: p99 (reference)", "—", None,
+                          labels=("gateway", "backend's own HTTP"))
+    tp1 = run.metric("throughput", f"{s.throughput_calls} echo, {s.concurrency} in flight, {s.clients} clients: "
+                     "gateway HTTP, 1 stdio backend", "≥ 0.85×", 0.85, higher_is_better=True, abs_unit="calls/s",
+                     labels=("gateway", "backend's own HTTP"))
+    tp10 = run.metric("throughput", "same, gateway with 10 stdio backends, calls spread (reference)", "—", None,
+                      higher_is_better=True, abs_unit="calls/s", labels=("gateway", "backend's own HTTP"))
+    blob_auto = run.metric("payload", f"blob(1024) over HTTP, auto client (median of {s.payload_reps}; reference)",
+                           "—", None, labels=("gateway", "backend's own HTTP"))
+
+    with contextlib.ExitStack() as procs:
+        procs.enter_context(run.serve_http([sys.executable, BENCH_SERVER, "http", str(ports["direct"])],
+                                           ports["direct"], "bench_server.py http"))
+        gw1 = procs.enter_context(run.gateway_http(cfg1, ports["gateway1"]))
+        procs.enter_context(run.gateway_http(cfg10, ports["gateway10"]))
+        async with contextlib.AsyncExitStack() as stack:
+            single = {name: await stack.enter_async_context(Client(url, timeout=CLIENT_TIMEOUT))
+                      for name, url in urls.items()}
+            await wait_ready(single["gateway1"], 1)
+            await wait_ready(single["gateway10"], 10)
+            many = {name: await stack.enter_async_context(connected(url, s.clients, "auto"))
+                    for name, url in urls.items()}
+
+            hi = {"text": "hi"}
+            echo = {"direct": target(single["direct"], fixed("echo", hi)),
+                    "gateway1": target(single["gateway1"], fixed("bench__echo", hi)),
+                    "gateway10": target(single["gateway10"], lambda i: (f"bench{i % 10}__echo", hi))}
+            blob = {"direct": target(single["direct"], fixed("blob", {"kb": 1024})),
+                    "gateway1": target(single["gateway1"], fixed("bench__blob", {"kb": 1024}))}
+            makers: dict[str, Callable[[int, str], tuple[str, dict[str, Any]]]] = {
+                "direct": lambda i, p: ("echo", {"text": p}),
+                "gateway1": lambda i, p: ("bench__echo", {"text": p}),
+                "gateway10": lambda i, p: (f"bench{i % 10}__echo", {"text": p})}
+
+            _, failures = await interleave(echo, 20, 20, echoed)
+            note_failures(run, failures)
+            for name, clients in many.items():
+                await load(clients, makers[name], 4 * s.concurrency, s.concurrency)
+            run.record.extra["gateway1_process_before_load"] = process_snapshot(gw1.proc.pid)
+
+            order = list(many)
+            for r in range(s.rounds):
+                samples, failures = await interleave(echo, n, BLOCK, echoed)
+                note_failures(run, failures)
+                base50, base99 = p50(samples["direct"]), p99(samples["direct"])
+                lat1.add(p50(samples["gateway1"]) / base50, ms(p50(samples["gateway1"])), ms(base50))
+                lat10.add(p50(samples["gateway10"]) / base50, ms(p50(samples["gateway10"])), ms(base50))
+                lat1_99.add(p99(samples["gateway1"]) / base99, ms(p99(samples["gateway1"])), ms(base99))
+                lat10_99.add(p99(samples["gateway10"]) / base99, ms(p99(samples["gateway10"])), ms(base99))
+
+                rate: dict[str, float] = {}
+                shift = r % len(order)
+                for name in order[shift:] + order[:shift]:
+                    with anyio.fail_after(GROUP_BOUND["http"] / 3):
+                        wall, echoes = await load(many[name], makers[name], s.throughput_calls, s.concurrency)
+                    rate[name] = echoes.ok / wall
+                    if echoes.lost or echoes.crossed:
+                        run.note(f"throughput round {r + 1}, {name}: {echoes.lost} lost, {echoes.crossed} crossed: "
+                                 f"{dict(echoes.errors.most_common(3))}")
+                tp1.add(rate["gateway1"] / rate["direct"], rate["gateway1"], rate["direct"])
+                tp10.add(rate["gateway10"] / rate["direct"], rate["gateway10"], rate["direct"])
+
+                big, failures = await interleave(blob, s.payload_reps, 1, one_mib)
+                note_failures(run, failures)
+                if big["direct"] and big["gateway1"]:
+                    blob_auto.add(p50(big["gateway1"]) / p50(big["direct"]), ms(p50(big["gateway1"])),
+                                  ms(p50(big["direct"])))
+                print(f"  round {r + 1}: p50 1 backend {lat1.values[-1]:.2f}×, 10 backends {lat10.values[-1]:.2f}×; "
+                      f"throughput {tp1.values[-1]:.2f}× ({rate['gateway1']:.0f} vs {rate['direct']:.0f} calls/s), "
+                      f"10 backends {tp10.values[-1]:.2f}×", flush=True)
+            run.record.extra["gateway1_process_after_load"] = process_snapshot(gw1.proc.pid)
+
+            # Last, so that whatever a failing large result does cannot disturb the figures above.
+            for name in ("direct", "gateway1"):
+                await payload_over_http(run, name, urls[name], "blob" if name == "direct" else "bench__blob", gw1.log)
+            answer = await call(single["gateway1"], "bench__echo", hi)
+            run.note(f"after the large-result checks the gateway still answers a fresh echo: "
+                     f"{answer.kind} in {ms(answer.seconds):.1f} ms")
+
+
+async def payload_over_http(run: Run, name: str, url: str, tool: str, gateway_log: Path) -> None:
+    """What a 1 MiB result (and a few sizes around a 1 MiB event) does to auto and legacy clients."""
+    sizes = {"auto": [1024], "legacy": [256, 511, 512, 1024]}
+    for mode, kbs in sizes.items():
+        for kb in kbs:
+            log_before = gateway_log.stat().st_size if gateway_log.exists() else 0
+            entry: dict[str, Any] = {"target": "gateway" if name != "direct" else "backend's own HTTP",
+                                     "mode": mode, "kb": kb}
+            started = time.perf_counter()
+            try:
+                with anyio.fail_after(CALL_BOUND):
+                    async with Client(url, mode=mode, timeout=CLIENT_TIMEOUT) as client:
+                        entry["protocol"] = client.protocol_version
+                        started = time.perf_counter()
+                        answer = await call(client, tool, {"kb": kb})
+                        entry["seconds"] = round(answer.seconds, 3)
+                        if answer.kind == "result" and len(answer.text) == kb * 1024:
+                            entry["outcome"] = "ok"
+                        elif answer.kind == "result":
+                            entry["outcome"] = f"wrong size: {len(answer.text)} characters"
+                        elif "TimeoutError" in answer.text or "timed out" in answer.text:
+                            entry["outcome"] = "timeout"
+                        else:
+                            entry["outcome"] = "error result" if answer.kind == "error" else "exception"
+                        if entry["outcome"] != "ok":
+                            entry["detail"] = answer.text[:400]
+                        after = await call(client, "echo" if tool == "blob" else "bench__echo", {"text": "hi"})
+                        entry["same_session_echo_after"] = (
+                            "ok" if echoed(after) else f"{after.kind}: {after.text[:200]}")
+            except TimeoutError:
+                entry.update(outcome="timeout", detail=f"no answer within {CALL_BOUND:g}s",
+                             seconds=round(time.perf_counter() - started, 3))
+            except Exception as exc:
+                entry.update(outcome="exception", detail=f"{type(exc).__name__}: {exc}"[:400],
+                             seconds=round(time.perf_counter() - started, 3))
+            if name != "direct" and gateway_log.exists():
+                with gateway_log.open("rb") as f:
+                    f.seek(log_before)
+                    new = f.read().decode(errors="replace").strip().splitlines()
+                entry["gateway_stderr_lines"] = len(new)
+                if new:
+                    entry["gateway_stderr_first"] = new[0][:300]
+            run.payload_http.append(entry)
+            print(f"  {entry['target']}, {mode} client, {kb} KiB: {entry['outcome']} "
+                  f"({entry.get('detail', '')[:120]})", flush=True)
+
+
+async def group_fanout(run: Run) -> None:
+    s = run.settings
+    ten = [f"bench{i}" for i in range(10)]
+    config = run.config("fanout", {name: run.backend() for name in ten})
+    direct = run.stdio(sys.executable, [BENCH_SERVER], "direct")
+    gateway = run.gateway_stdio(config)
+    concurrent = run.metric("fan-out", "10 backends × sleep(200), 10 concurrent calls through the gateway (stdio)",
+                            "≤ 1.10×", 1.10, labels=("gateway", "one direct sleep(200)"))
+    piped = run.metric("fan-out", "one route_pipeline, custom, 10 parallel sleep(200) steps", "≤ 1.10×", 1.10,
+                       labels=("gateway", "one direct sleep(200)"))
+    pipeline = {"name": "fanout", "description": "ten parallel sleeps",
+                "steps": {f"s{i}": {"server": name, "tool": "sleep", "args": {"ms": 200}}
+                          for i, name in enumerate(ten)}}
+    engine_ms: list[float] = []
+
+    async def one_direct() -> None:
+        answer = await call(direct, "sleep", {"ms": 200})
+        if answer.kind != "result":
+            raise RuntimeError(f"direct sleep: {answer.kind}: {answer.text[:300]}")
+
+    async def ten_calls() -> None:
+        answers: list[Answer] = []
+
+        async def one(name: str) -> None:
+            answers.append(await call(gateway, f"{name}__sleep", {"ms": 200}))
+
+        async with anyio.create_task_group() as tg:
+            for name in ten:
+                tg.start_soon(one, name)
+        bad = [f"{a.kind}: {a.text[:200]}" for a in answers if a.kind != "result"]
+        if bad:
+            raise RuntimeError(f"fan-out calls failed: {bad[:3]}")
+
+    async def one_pipeline() -> None:
+        with anyio.fail_after(CALL_BOUND):
+            result = await gateway.call_tool("route_pipeline", {"scenario": "custom", "pipeline": pipeline},
+                                             raise_on_error=False)
+        report = result.structured_content or {}
+        if result.is_error or report.get("status") != "ok":
+            text = getattr(result.content[0], "text", "") if result.content else ""
+            raise RuntimeError(f"route_pipeline: {json.dumps(report)[:300] if report else text[:300]}")
+        engine_ms.append(report.get("duration_ms", float("nan")))
+
+    kinds: dict[str, Callable[[], Awaitable[None]]] = {"direct": one_direct, "concurrent": ten_calls,
+                                                       "pipeline": one_pipeline}
+
+    async with entered(direct, gateway):
+        await wait_ready(gateway, 10)
+        for fn in kinds.values():
+            await fn()
+        engine_ms.clear()
+        for r in range(s.rounds):
+            times: dict[str, list[float]] = {k: [] for k in kinds}
+            names = list(kinds)
+            for rep in range(s.fanout_reps):
+                shift = (rep + r) % len(names)
+                for kind in names[shift:] + names[:shift]:
+                    started = time.perf_counter()
+                    await kinds[kind]()
+                    times[kind].append(time.perf_counter() - started)
+            base = p50(times["direct"])
+            concurrent.add(p50(times["concurrent"]) / base, ms(p50(times["concurrent"])), ms(base))
+            piped.add(p50(times["pipeline"]) / base, ms(p50(times["pipeline"])), ms(base))
+            print(f"  round {r + 1}: concurrent {concurrent.values[-1]:.2f}×, pipeline {piped.values[-1]:.2f}× "
+                  f"(direct {ms(base):.0f} ms)", flush=True)
+    run.record.extra["pipeline_duration_ms_reported_by_engine"] = {
+        "median": statistics.median(engine_ms), "min": min(engine_ms), "max": max(engine_ms)}
+
+
+async def group_isolation(run: Run) -> None:
+    s = run.settings
+    cancel_log = run.tmp / "hang-cancelled.log"
+    servers = {"bench0": run.backend(), "bench1": run.backend(),
+               "hangs": {"command": sys.executable, "args": [TESTING_SERVER], "timeout": 30,
+                         "env": {MARK_VAR: run.mark, "TEST_BACKEND_CANCEL_LOG": str(cancel_log)}}}
+    gateway = run.gateway_stdio(run.config("isolation", servers))
+    metric = run.metric("isolation", f"p50 of echo to 2 healthy backends with {s.hang_calls} `hangs__hang` calls in "
+                        "flight (one client session, stdio)", "≤ 1.1×", 1.1,
+                        labels=("with hangs", "without"))
+    echo = {"echo": target(gateway, lambda i: (f"bench{i % 2}__echo", {"text": "hi"}))}
+    started_hangs = 0
+    early: Counter[str] = Counter()
+
+    @contextlib.asynccontextmanager
+    async def hanging() -> AsyncIterator[None]:
+        nonlocal started_hangs
+
+        async def hang() -> None:
+            result = await gateway.call_tool("hangs__hang", {}, timeout=CALL_BOUND, raise_on_error=False)
+            text = getattr(result.content[0], "text", "") if result.content else ""
+            early[f"is_error={result.is_error}: {text[:200]}"] += 1
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(s.hang_calls):
+                tg.start_soon(hang)
+                started_hangs += 1
+            await anyio.sleep(0.3)  # so that the calls have reached the backend
+            yield
+            tg.cancel_scope.cancel()
+
+    async with entered(gateway):
+        await wait_ready(gateway, 3)
+        _, failures = await interleave(echo, 40, 40, echoed)
+        note_failures(run, failures)
+        for r in range(s.rounds):
+            quiet: list[float] = []
+            busy: list[float] = []
+            for pair in range(s.isolation_pairs):
+                for with_hangs in ((False, True) if (pair + r) % 2 == 0 else (True, False)):
+                    if with_hangs:
+                        async with hanging():
+                            samples, failures = await interleave(echo, s.isolation_block, s.isolation_block, echoed)
+                        busy += samples["echo"]
+                    else:
+                        samples, failures = await interleave(echo, s.isolation_block, s.isolation_block, echoed)
+                        quiet += samples["echo"]
+                    note_failures(run, failures)
+            metric.add(p50(busy) / p50(quiet), ms(p50(busy)), ms(p50(quiet)))
+            print(f"  round {r + 1}: {metric.values[-1]:.2f}× ({ms(p50(busy)):.2f} vs {ms(p50(quiet)):.2f} ms)",
+                  flush=True)
+        after = await call(gateway, "hangs__echo", {"text": "hi"})
+        run.note(f"hangs__echo on the same session after all hang calls were cancelled: {after.kind} "
+                 f"{after.text[:120]!r} in {ms(after.seconds):.1f} ms")
+        await anyio.sleep(1.0)  # cancellations travel client → gateway → backend
+        cancelled = cancel_log.read_text().count("hang cancelled") if cancel_log.exists() else 0
+        run.note(f"{started_hangs} hang calls started and cancelled by the client; the backend saw {cancelled} "
+                 f"of them cancelled")
+        if early:
+            run.note(f"hang calls that ended before being cancelled: {dict(early)}")
+        run.record.extra["hang_calls"] = {"started": started_hangs, "cancelled_in_backend": cancelled,
+                                          "ended_early": dict(early)}
+
+
+async def group_startup(run: Run) -> None:
+    s = run.settings
+    config = run.config("startup", {f"bench{i}": run.backend() for i in range(10)})
+    metric = run.metric("startup", "gateway ready (list_servers: 10 stdio backends ready) vs 10 direct clients "
+                        "started together", "≤ 1.05×", 1.05, abs_unit="s", labels=("gateway", "direct"))
+
+    async def gateway_ready() -> float:
+        client = run.gateway_stdio(config)
+        started = time.perf_counter()
+        async with client:
+            await wait_ready(client, 10)
+            elapsed = time.perf_counter() - started
+        return elapsed
+
+    async def direct_ready() -> float:
+        clients = [run.stdio(sys.executable, [BENCH_SERVER], "direct") for _ in range(10)]
+        started = time.perf_counter()
+
+        async def ready(client: Client) -> None:
+            await client.__aenter__()
+            await client.list_tools()
+
+        try:
+            with anyio.fail_after(READY_BOUND):
+                async with anyio.create_task_group() as tg:
+                    for client in clients:
+                        tg.start_soon(ready, client)
+            return time.perf_counter() - started
+        finally:
+            for client in clients:
+                with contextlib.suppress(Exception):
+                    await client.close()
+
+    for r in range(s.rounds):
+        got: dict[str, float] = {}
+        for kind in (("gateway", "direct") if r % 2 == 0 else ("direct", "gateway")):
+            got[kind] = await (gateway_ready() if kind == "gateway" else direct_ready())
+            if settle(run.mark) is None:
+                run.note(f"round {r + 1}: processes still running {SETTLE_BOUND:g}s after the {kind} clients closed")
+        metric.add(got["gateway"] / got["direct"], got["gateway"], got["direct"])
+        print(f"  round {r + 1}: {metric.values[-1]:.2f}× ({got['gateway']:.2f} vs {got['direct']:.2f} s)", flush=True)
+
+
+async def group_memory(run: Run) -> None:
+    s = run.settings
+    twenty = [f"bench{i}" for i in range(20)]
+    config = run.config("memory", {name: run.backend() for name in twenty})
+    metric = run.metric("memory", "gateway process RSS with 20 stdio backends (backends excluded) vs one bare "
+                        "bench_server.py", "≤ 1.10×", 1.10, abs_unit="MB", labels=("gateway", "bare server"))
+    uss: dict[str, list[float]] = {"gateway": [], "bare server": []}
+
+    async def measure(client: Client, tools: list[str]) -> tuple[float, float]:
+        async with client:
+            for tool in tools:
+                answer = await call(client, tool, {"text": "hi"})
+                if not echoed(answer):
+                    raise RuntimeError(f"{tool}: {answer.kind}: {answer.text[:200]}")
+            await anyio.sleep(1.0)
+            info = run.process_of(client).memory_full_info()
+            return info.rss / 1e6, info.uss / 1e6
+
+    async def gateway_rss() -> tuple[float, float]:
+        client = run.gateway_stdio(config)
+        async with client:
+            await wait_ready(client, 20)
+            return await measure(client, [f"{name}__echo" for name in twenty])
+
+    for r in range(s.rounds):
+        got: dict[str, tuple[float, float]] = {}
+        for kind in (("gateway", "bare server") if r % 2 == 0 else ("bare server", "gateway")):
+            if kind == "gateway":
+                got[kind] = await gateway_rss()
+            else:
+                got[kind] = await measure(run.stdio(sys.executable, [BENCH_SERVER], "bare"), ["echo"])
+            uss[kind].append(round(got[kind][1], 1))
+            settle(run.mark)
+        metric.add(got["gateway"][0] / got["bare server"][0], got["gateway"][0], got["bare server"][0])
+        print(f"  round {r + 1}: {metric.values[-1]:.2f}× ({got['gateway'][0]:.1f} vs {got['bare server'][0]:.1f} MB RSS)",
+              flush=True)
+    run.record.extra["uss_mb"] = uss
+    run.note(f"USS (memory private to the process) per round: gateway {uss['gateway']} MB, bare server "
+             f"{uss['bare server']} MB")
+
+
+GROUP_FUNCS: dict[str, Callable[[Run], Awaitable[None]]] = {
+    "pipeline": group_pipeline, "stdio": group_stdio, "http": group_http, "fanout": group_fanout,
+    "isolation": group_isolation, "startup": group_startup, "memory": group_memory}
+
+
+# -- report --------------------------------------------------------------------------------------
+
+
+def fmt(value: float, unit: str) -> str:
+    if unit == "calls/s":
+        return f"{value:.0f} calls/s"
+    if unit == "s":
+        return f"{value:.2f} s"
+    if unit == "MB":
+        return f"{value:.1f} MB"
+    return f"{value:.2f} {unit}" if value < 100 else f"{value:.0f} {unit}"
+
+
+def ratio(value: float, unit: str) -> str:
+    return f"{value:.3f}{unit}" if unit.strip() == "ms" else f"{value:.2f}{unit}"
+
+
+def metric_row(m: Metric) -> str:
+    if not m.values:
+        return f"| {m.bench} | {m.what} | no data | | {m.target} | no data |"
+    sm = m.summary()
+    value = (f"**{ratio(sm['median'], m.unit)}** ({ratio(sm['min'], m.unit)}–{ratio(sm['max'], m.unit)})")
+    absolute = " · ".join(f"{label} {fmt(v, m.abs_unit)}" for label, v in sm["absolute"].items())
+    verdict = {"met": "✓ met", "missed": "✗ **missed**", "reference": "reference"}.get(sm["verdict"], sm["verdict"])
+    if sm["verdict"].startswith("met ("):
+        verdict = "✓ " + sm["verdict"]
+    return f"| {m.bench} | {m.what} | {value} | {absolute} | {m.target} | {verdict} |"
+
+
+def markdown(report: dict[str, Any], run: Run) -> str:
+    st, env = report["settings"], report["environment"]
+    source = env["gateway_source"]
+    lines = [
+        "# mcp-gateway benchmark suite",
+        "",
+        f"`benchmarks/suite.py` {'--quick ' if st['quick'] else ''}--rounds {st['rounds']}: "
+        f"{report['duration_s']:.0f} s, {env['cpus']} CPUs, Python {env['python']}, fastmcp {env['fastmcp']}, "
+        f"mcp {env['mcp']}, gateway at {source['commit']}"
+        + (f" with local changes in {len(source['changed'])} files" if source["changed"] else "") + ". "
+        f"Load average {env['loadavg_start']} at the start, {env['loadavg_end']} at the end.",
+        "",
+        "Each ratio is gateway ÷ baseline from the same round (for throughput, gateway ÷ baseline calls/s); "
+        "**median** (min–max) over rounds. Absolute figures are medians over rounds. A target is met when the "
+        "median meets it.",
+        "",
+        "| bench | measure | ratio | absolute | target | result |",
+        "|---|---|---|---|---|---|",
+        *(metric_row(m) for m in run.metrics),
+        "",
+    ]
+    missed = [m for m in run.metrics if m.verdict() == "missed"]
+    lines += ["## Missed targets", ""]
+    lines += [f"- {m.bench}, {m.what}: median {ratio(statistics.median(m.values), m.unit)} "
+              f"(rounds: {', '.join(ratio(v, m.unit) for v in m.values)}), target {m.target}" for m in missed] \
+        or ["none"]
+    lines.append("")
+
+    if run.payload_http:
+        lines += ["## 1 MiB results over streamable HTTP", "",
+                  "`blob(kb)` returns kb KiB of text; FastMCP sends it twice (as text content and as structured "
+                  "content), so one answer is about 2 × kb KiB of JSON.", "",
+                  "| server | client mode | protocol | blob KiB | outcome | s | same session afterwards | detail |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for e in run.payload_http:
+            lines.append(f"| {e['target']} | {e['mode']} | {e.get('protocol', '?')} | {e['kb']} | {e['outcome']} | "
+                         f"{e.get('seconds', '')} | {e.get('same_session_echo_after', '')} | "
+                         f"{e.get('detail', '').replace('|', '/')[:200]} |")
+        lines.append("")
+
+    lines += ["## Per group", ""]
+    for name, g in report["groups"].items():
+        m = g["machine"]
+        head = (f"- **{name}**: {g['duration_s']:.0f} s; machine busy {m.get('machine_busy_pct')} %, of which other "
+                f"processes {m.get('others_pct_of_machine')} % ({m.get('others_cpu_s')} CPU-s); "
+                f"tracebacks in our processes' stderr: {g['tracebacks_in_logs']}; "
+                + (f"all processes gone {g['settled_s']} s after the group" if g["settled_s"] is not None
+                   else "**processes still running after the group**"))
+        lines.append(head)
+        if g["error"]:
+            lines.append(f"  - **failed**: {g['error']}")
+        lines += [f"  - {text}" for text in g["notes"]]
+        for key, value in g["extra"].items():
+            lines.append(f"  - {key}: {json.dumps(value)}")
+    lines += ["", "## Cleanup", "",
+              f"Processes left at the end: {report['cleanup']['leaked_processes'] or 'none'}; ports still open: "
+              f"{report['cleanup']['open_ports'] or 'none'}."]
+    return "\n".join(lines) + "\n"
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def count_tracebacks(paths: list[Path]) -> tuple[int, str | None]:
+    total, first = 0, None
+    for path in paths:
+        if not path.exists():
+            continue
+        text = path.read_text(errors="replace")
+        n = text.count("Traceback")
+        if n and first is None:
+            start = text.index("Traceback")
+            first = f"{path.name}: " + " / ".join(text[start:].splitlines()[-3:])[:400]
+        total += n
+    return total, first
+
+
+async def run_groups(run: Run, groups: list[str]) -> None:
+    for name in groups:
+        run.group = name
+        run.groups[name] = record = GroupRecord()
+        logs_before = len(run.logs)
+        print(f"[{name}]", flush=True)
+        meter = MachineMeter()
+        started = time.perf_counter()
+        try:
+            with anyio.fail_after(GROUP_BOUND[name] * (0.5 if run.settings.quick else 1)):
+                await GROUP_FUNCS[name](run)
+        except Exception as exc:
+            message = f"{type(exc).__name__}: {exc}" if str(exc) else f"{type(exc).__name__} " \
+                f"(bound {GROUP_BOUND[name]}s)"
+            record.error = message[:1500]
+            print(f"  {name} failed: {message[:500]}", flush=True)
+        record.duration_s = round(time.perf_counter() - started, 1)
+        record.settled_s = settle(run.mark)
+        record.machine = meter.stop()
+        record.tracebacks_in_logs, first = count_tracebacks(run.logs[logs_before:])
+        if first:
+            record.notes.append(f"first traceback: {first}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=None, help="rounds per bench (default 3, 2 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="fewer calls and rounds: about 3 minutes")
+    parser.add_argument("--only", default=",".join(GROUPS), help=f"comma-separated groups of {', '.join(GROUPS)}")
+    parser.add_argument("--no-proxy", action="store_true", help="leave out the FastMCP proxy reference")
+    args = parser.parse_args()
+    groups = [g.strip() for g in args.only.split(",") if g.strip()]
+    unknown = set(groups) - set(GROUPS)
+    if unknown:
+        parser.error(f"unknown groups {sorted(unknown)}; choose from {', '.join(GROUPS)}")
+    if args.rounds is not None and args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    settings = Settings.make(args.rounds, args.quick, not args.no_proxy)
+    mark = uuid.uuid4().hex
+    began = time.perf_counter()
+    env = {"cpus": os.cpu_count(), "python": platform.python_version(), "fastmcp": metadata.version("fastmcp"),
+           "mcp": metadata.version("mcp"), "gateway_source": git_state(),
+           "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
+    with tempfile.TemporaryDirectory(prefix="gateway-suite-") as tmp:
+        run = Run(settings, Path(tmp), mark)
+        try:
+            anyio.run(run_groups, run, groups)
+        except KeyboardInterrupt:
+            print("suite: interrupted; stopping every process it started", file=sys.stderr)
+        finally:
+            cleanup = wait_gone(mark, None, timeout=SETTLE_BOUND)
+            open_ports = [p for p in run.ports if port_open(p)]
+    env["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    report = {"settings": asdict(settings), "environment": env, "duration_s": round(time.perf_counter() - began, 1),
+              "metrics": [m.summary() for m in run.metrics], "payload_http": run.payload_http,
+              "groups": {name: asdict(g) for name, g in run.groups.items()},
+              "cleanup": {"leaked_processes": cleanup["leaked_processes"], "open_ports": open_ports}}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    text = markdown(report, run)
+    (RESULTS / "report.md").write_text(text)
+    print()
+    print(text, end="")
+    failed = any(g.error for g in run.groups.values()) or cleanup["leaked_processes"] or open_ports
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
