@@ -63,7 +63,8 @@ async def _serve(config: GatewayConfig, pipelines: Path, transport: Transport, h
             if tokens:
                 middleware.append(Middleware(TokenAuth, tokens=tokens))
             await mcp.run_http_async(
-                transport=kind, host=host, port=port, path=path, show_banner=False, log_level="warning",
+                transport=kind, host=host, port=port, path=path, show_banner=False,
+                uvicorn_config={"log_level": "warning"},
                 middleware=middleware, allowed_hosts=settings.allowed_hosts,
                 allowed_origins=settings.allowed_origins)
 

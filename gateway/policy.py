@@ -102,8 +102,8 @@ class Redactor:
     secrets: set[str] = field(default_factory=set)
 
     def add(self, values: Iterable[str]) -> None:
-        # very short values would blank out ordinary words
-        self.secrets |= {v for v in values if len(v) >= 4}
+        # short values (ports, flags, names like a server's) would blank out ordinary words
+        self.secrets |= {v for v in values if len(v) >= 8}
 
     def __call__(self, text: str) -> str:
         for secret in sorted(self.secrets, key=len, reverse=True):
