@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -161,6 +163,7 @@ class GroupRecord:
     tracebacks_in_logs: int = 0
     settled_s: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    gateway_source: str = ""
 
 
 def tree_cpu() -> float:
@@ -788,14 +791,17 @@ async def group_isolation(run: Run) -> None:
 async def group_startup(run: Run) -> None:
     s = run.settings
     config = run.config("startup", {f"bench{i}": run.backend() for i in range(10)})
+    bare = run.config("startup-empty", {})
     metric = run.metric("startup", "gateway ready (list_servers: 10 stdio backends ready) vs 10 direct clients "
                         "started together", "≤ 1.05×", 1.05, abs_unit="s", labels=("gateway", "direct"))
+    alone = run.metric("startup", "reference: gateway with no backends, ready, vs the same 10 direct clients", "—",
+                       None, abs_unit="s", labels=("gateway alone", "direct"))
 
-    async def gateway_ready() -> float:
+    async def gateway_ready(config: Path, count: int) -> float:
         client = run.gateway_stdio(config)
         started = time.perf_counter()
         async with client:
-            await wait_ready(client, 10)
+            await wait_ready(client, count)
             elapsed = time.perf_counter() - started
         return elapsed
 
@@ -818,14 +824,19 @@ async def group_startup(run: Run) -> None:
                 with contextlib.suppress(Exception):
                     await client.close()
 
+    starts: dict[str, Callable[[], Awaitable[float]]] = {
+        "gateway": lambda: gateway_ready(config, 10), "direct": direct_ready, "alone": lambda: gateway_ready(bare, 0)}
     for r in range(s.rounds):
         got: dict[str, float] = {}
-        for kind in (("gateway", "direct") if r % 2 == 0 else ("direct", "gateway")):
-            got[kind] = await (gateway_ready() if kind == "gateway" else direct_ready())
+        kinds = list(starts)
+        for kind in kinds[r % 3:] + kinds[:r % 3]:
+            got[kind] = await starts[kind]()
             if settle(run.mark) is None:
                 run.note(f"round {r + 1}: processes still running {SETTLE_BOUND:g}s after the {kind} clients closed")
         metric.add(got["gateway"] / got["direct"], got["gateway"], got["direct"])
-        print(f"  round {r + 1}: {metric.values[-1]:.2f}× ({got['gateway']:.2f} vs {got['direct']:.2f} s)", flush=True)
+        alone.add(got["alone"] / got["direct"], got["alone"], got["direct"])
+        print(f"  round {r + 1}: {metric.values[-1]:.2f}× ({got['gateway']:.2f} vs {got['direct']:.2f} s; gateway "
+              f"alone {got['alone']:.2f} s)", flush=True)
 
 
 async def group_memory(run: Run) -> None:
@@ -891,11 +902,18 @@ def ratio(value: float, unit: str) -> str:
     return f"{value:.3f}{unit}" if unit.strip() == "ms" else f"{value:.2f}{unit}"
 
 
+def ratio_near(value: float, m: Metric) -> str:
+    """A ratio, with a third decimal when two would round it onto its limit and hide the verdict."""
+    if m.limit is not None and m.unit == "×" and round(value, 2) == m.limit:
+        return f"{value:.3f}×"
+    return ratio(value, m.unit)
+
+
 def metric_row(m: Metric) -> str:
     if not m.values:
         return f"| {m.bench} | {m.what} | no data | | {m.target} | no data |"
     sm = m.summary()
-    value = (f"**{ratio(sm['median'], m.unit)}** ({ratio(sm['min'], m.unit)}–{ratio(sm['max'], m.unit)})")
+    value = f"**{ratio_near(sm['median'], m)}** ({ratio_near(sm['min'], m)}–{ratio_near(sm['max'], m)})"
     absolute = " · ".join(f"{label} {fmt(v, m.abs_unit)}" for label, v in sm["absolute"].items())
     verdict = {"met": "✓ met", "missed": "✗ **missed**", "reference": "reference"}.get(sm["verdict"], sm["verdict"])
     if sm["verdict"].startswith("met ("):
@@ -906,6 +924,8 @@ def metric_row(m: Metric) -> str:
 def markdown(report: dict[str, Any], run: Run) -> str:
     st, env = report["settings"], report["environment"]
     source = env["gateway_source"]
+    per_group = {name: g["gateway_source"] for name, g in report["groups"].items()}
+    sources = ", ".join(f"{name} {code}" for name, code in per_group.items())
     lines = [
         "# mcp-gateway benchmark suite",
         "",
@@ -915,6 +935,8 @@ def markdown(report: dict[str, Any], run: Run) -> str:
         + (f" with local changes in {len(source['changed'])} files" if source["changed"] else "") + ". "
         f"Load average {env['loadavg_start']} at the start, {env['loadavg_end']} at the end.",
         "",
+        *([f"**The gateway code changed during the run** (another session works in this checkout): {sources}.", ""]
+          if len(set(per_group.values())) > 1 else []),
         "Each ratio is gateway ÷ baseline from the same round (for throughput, gateway ÷ baseline calls/s); "
         "**median** (min–max) over rounds. Absolute figures are medians over rounds. A target is met when the "
         "median meets it.",
@@ -926,8 +948,8 @@ def markdown(report: dict[str, Any], run: Run) -> str:
     ]
     missed = [m for m in run.metrics if m.verdict() == "missed"]
     lines += ["## Missed targets", ""]
-    lines += [f"- {m.bench}, {m.what}: median {ratio(statistics.median(m.values), m.unit)} "
-              f"(rounds: {', '.join(ratio(v, m.unit) for v in m.values)}), target {m.target}" for m in missed] \
+    lines += [f"- {m.bench}, {m.what}: median {ratio_near(statistics.median(m.values), m)} "
+              f"(rounds: {', '.join(ratio_near(v, m) for v in m.values)}), target {m.target}" for m in missed] \
         or ["none"]
     lines.append("")
 
@@ -935,12 +957,13 @@ def markdown(report: dict[str, Any], run: Run) -> str:
         lines += ["## 1 MiB results over streamable HTTP", "",
                   "`blob(kb)` returns kb KiB of text; FastMCP sends it twice (as text content and as structured "
                   "content), so one answer is about 2 × kb KiB of JSON.", "",
-                  "| server | client mode | protocol | blob KiB | outcome | s | same session afterwards | detail |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| server | client mode | protocol | blob KiB | outcome | s | same session afterwards | "
+                  "gateway stderr lines | detail |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for e in run.payload_http:
             lines.append(f"| {e['target']} | {e['mode']} | {e.get('protocol', '?')} | {e['kb']} | {e['outcome']} | "
                          f"{e.get('seconds', '')} | {e.get('same_session_echo_after', '')} | "
-                         f"{e.get('detail', '').replace('|', '/')[:200]} |")
+                         f"{e.get('gateway_stderr_lines', '—')} | {e.get('detail', '').replace('|', '/')[:200]} |")
         lines.append("")
 
     lines += ["## Per group", ""]
@@ -951,7 +974,7 @@ def markdown(report: dict[str, Any], run: Run) -> str:
                 f"tracebacks in our processes' stderr: {g['tracebacks_in_logs']}; "
                 + (f"all processes gone {g['settled_s']} s after the group" if g["settled_s"] is not None
                    else "**processes still running after the group**"))
-        lines.append(head)
+        lines.append(head + f"; gateway code {g['gateway_source']}")
         if g["error"]:
             lines.append(f"  - **failed**: {g['error']}")
         lines += [f"  - {text}" for text in g["notes"]]
@@ -964,6 +987,15 @@ def markdown(report: dict[str, Any], run: Run) -> str:
 
 
 # -- main ----------------------------------------------------------------------------------------
+
+
+def source_fingerprint() -> str:
+    """The gateway code a process started now would run: commit plus a hash of uncommitted changes."""
+    def git(*args: str) -> bytes:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, check=False).stdout
+    diff = git("diff", "HEAD", "--", "gateway") + git("ls-files", "--others", "--exclude-standard", "--", "gateway")
+    commit = git("rev-parse", "--short", "HEAD").decode().strip()
+    return f"{commit}+{hashlib.sha1(diff).hexdigest()[:8]}" if diff else commit
 
 
 def count_tracebacks(paths: list[Path]) -> tuple[int, str | None]:
@@ -983,7 +1015,7 @@ def count_tracebacks(paths: list[Path]) -> tuple[int, str | None]:
 async def run_groups(run: Run, groups: list[str]) -> None:
     for name in groups:
         run.group = name
-        run.groups[name] = record = GroupRecord()
+        run.groups[name] = record = GroupRecord(gateway_source=source_fingerprint())
         logs_before = len(run.logs)
         print(f"[{name}]", flush=True)
         meter = MachineMeter()

@@ -275,7 +275,7 @@ async def test_list_servers_never_shows_secrets(tmp_path: Path, mark: str, monke
         "testing": backend_spec(mark, env={"API_TOKEN": "${GATEWAY_TEST_SECRET}"}),
         "remote": {"url": "http://127.0.0.1:9/mcp?key=s3cr3t-value-123",
                    "headers": {"Authorization": "Bearer s3cr3t-value-123"}},
-    }, connect_timeout=3)
+    })
     transport_env = {"GATEWAY_TEST_MARK": mark, "GATEWAY_TEST_SECRET": "s3cr3t-value-123"}
     client = stdio_client(config, mark)
     client.transport.env = transport_env

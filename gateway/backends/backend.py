@@ -273,10 +273,11 @@ class Backend:
         client, self._client = self._client, None
         pgid, self._pgid = self._pgid, None
         with anyio.CancelScope(shield=True):
-            if client is not None:
-                await self._close(client)
-            if pgid is not None:
-                await stop_process_group(pgid)
+            async with anyio.create_task_group() as tg:
+                if client is not None:
+                    tg.start_soon(self._close, client)
+                if pgid is not None:
+                    tg.start_soon(stop_process_group, pgid)
 
     async def _close(self, client: Client) -> None:
         with anyio.move_on_after(8):

@@ -81,14 +81,16 @@ class StderrTail:
         self.file.close()
 
 
-async def stop_process_group(pgid: int, grace: float = 2.0) -> None:
-    """SIGTERM what is left of a backend's process group, then SIGKILL after `grace` seconds."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+async def stop_process_group(pgid: int, grace: float = 0.5, patience: float = 1.0) -> None:
+    """Ends what is left of a backend's process group: after `grace` seconds SIGTERM, after
+    `patience` more SIGKILL. Runs beside the graceful close (stdin EOF), which the leader usually
+    obeys within the grace; its children, which never see that EOF, are what this is for."""
+    for sig, wait in ((None, grace), (signal.SIGTERM, patience), (signal.SIGKILL, patience)):
         try:
-            os.killpg(pgid, sig)
+            os.killpg(pgid, sig or 0)
         except (ProcessLookupError, PermissionError):
             return
-        with anyio.move_on_after(grace):
+        with anyio.move_on_after(wait):
             while True:
                 await anyio.sleep(0.05)
                 try:

@@ -23,6 +23,16 @@ import wave
 import zlib
 from typing import Any
 
+CRASH_ON_START_MESSAGE = "testing backend: refusing to start (TEST_BACKEND_CRASH_ON_START)"
+
+# Decided before the slow imports, so a backend that fails to start fails fast even on a busy machine.
+if os.environ.get("TEST_BACKEND_CRASH_ON_START") == "1":
+    if "API_TOKEN" in os.environ:  # like a backend that logs its configuration, secrets and all
+        sys.stderr.write(f"testing backend: API_TOKEN={os.environ['API_TOKEN']}\n")
+    sys.stderr.write(CRASH_ON_START_MESSAGE + "\n")
+    sys.stderr.flush()
+    sys.exit(3)
+
 # Stands in for a backend with a slow start (a big import, a cold npx cache); before the imports,
 # so that the delay is the same whatever the machine's load.
 time.sleep(float(os.environ.get("TEST_BACKEND_START_DELAY", "0")))
@@ -41,7 +51,6 @@ from fastmcp.utilities.types import Audio, Image
 # message is still delivered, and the warning would only add stderr noise to every test.
 warnings.filterwarnings("ignore", message="The logging capability is deprecated")
 
-CRASH_ON_START_MESSAGE = "testing backend: refusing to start (TEST_BACKEND_CRASH_ON_START)"
 CRASH_MESSAGE = "testing backend: crashing on purpose"
 STRUCTURED = {"answer": 42, "items": [1, 2, 3]}
 
@@ -276,12 +285,6 @@ def greet(name: str) -> str:
 
 
 def main(argv: list[str]) -> None:
-    if os.environ.get("TEST_BACKEND_CRASH_ON_START") == "1":
-        if "API_TOKEN" in os.environ:  # like a backend that logs its configuration, secrets and all
-            sys.stderr.write(f"testing backend: API_TOKEN={os.environ['API_TOKEN']}\n")
-        sys.stderr.write(CRASH_ON_START_MESSAGE + "\n")
-        sys.stderr.flush()
-        sys.exit(3)
     mode = argv[0] if argv else "stdio"
     if mode == "stdio" and len(argv) <= 1:
         mcp.run(show_banner=False)
