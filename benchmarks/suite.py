@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -35,7 +36,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -51,7 +52,7 @@ import load_http  # noqa: E402
 import pipelines as pipeline_bench  # noqa: E402
 from latency_stdio import percentile  # noqa: E402
 from load_http import (  # noqa: E402
-    MARK_VAR, Answer, Echoes, call, connected, free_port, git_state, marked_processes, port_open,
+    MARK_VAR, Answer, CpuMeter, Echoes, call, connected, free_port, git_state, marked_processes, port_open,
     process_snapshot, serve, wait_gone)
 
 import anyio  # noqa: E402
@@ -72,6 +73,7 @@ CALL_BOUND = 60.0
 READY_BOUND = 120.0  # 20 backends starting at once on a busy 2-core machine take a while
 SETTLE_BOUND = 20.0
 BLOCK = 50
+OVERHEAD_PAIRS = 5
 MIB = 1024 * 1024
 GROUP_BOUND = {"pipeline": 300, "stdio": 600, "http": 900, "fanout": 300, "isolation": 300,
                "startup": 600, "memory": 600}
@@ -85,6 +87,7 @@ class Settings:
     latency_calls: int  # per path and round
     http_calls: int
     throughput_calls: int
+    throughput_chunk: int  # paths take turns in chunks of this many calls
     concurrency: int
     clients: int
     fanout_reps: int
@@ -97,12 +100,12 @@ class Settings:
     @classmethod
     def make(cls, rounds: int | None, quick: bool, proxy: bool) -> Settings:
         if quick:
-            return cls(rounds=rounds or 2, quick=True, latency_calls=300, http_calls=300,
-                       throughput_calls=1500, concurrency=64, clients=8, fanout_reps=3, payload_reps=3,
-                       isolation_pairs=3, isolation_block=60, hang_calls=4, proxy=proxy)
+            return cls(rounds=rounds or 2, quick=True, latency_calls=200, http_calls=200,
+                       throughput_calls=1000, throughput_chunk=500, concurrency=64, clients=8, fanout_reps=3,
+                       payload_reps=3, isolation_pairs=2, isolation_block=50, hang_calls=4, proxy=proxy)
         return cls(rounds=rounds or 3, quick=False, latency_calls=1000, http_calls=1000,
-                   throughput_calls=5000, concurrency=64, clients=8, fanout_reps=5, payload_reps=8,
-                   isolation_pairs=5, isolation_block=100, hang_calls=4, proxy=proxy)
+                   throughput_calls=5000, throughput_chunk=1000, concurrency=64, clients=8, fanout_reps=5,
+                   payload_reps=8, isolation_pairs=5, isolation_block=100, hang_calls=4, proxy=proxy)
 
 
 # -- results -------------------------------------------------------------------------------------
@@ -162,7 +165,7 @@ class GroupRecord:
     error: str | None = None
     tracebacks_in_logs: int = 0
     settled_s: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # for report.json; the markdown shows notes
     gateway_source: str = ""
 
 
@@ -402,6 +405,10 @@ async def load(clients: list[Client], make: Callable[[int, str], tuple[str, dict
     return time.perf_counter() - started, echoes
 
 
+def describe(snapshot: dict[str, Any]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in snapshot.items())
+
+
 def ms(seconds: float) -> float:
     return seconds * 1000
 
@@ -436,12 +443,17 @@ async def group_pipeline(run: Run) -> None:
             return time.perf_counter() - started
 
         for r in range(s.rounds):
-            started = time.perf_counter()
-            for _ in range(pb.CHAIN):
-                await pool.call("b", "echo", {"text": "x"})
-            direct = time.perf_counter() - started
-            chain = await timed_pipeline("chain")
-            overhead.add(ms(chain - direct) / pb.CHAIN, ms(chain), ms(direct))
+            # pipelines.py takes one chain and one direct run; on a shared machine their difference is
+            # mostly noise, so a round takes the median of a few pairs.
+            directs, chains = [], []
+            for _ in range(OVERHEAD_PAIRS):
+                started = time.perf_counter()
+                for _ in range(pb.CHAIN):
+                    await pool.call("b", "echo", {"text": "x"})
+                directs.append(time.perf_counter() - started)
+                chains.append(await timed_pipeline("chain"))
+            chain, direct = p50(chains), p50(directs)
+            overhead.add(ms(p50([c - d for c, d in zip(chains, directs)])) / pb.CHAIN, ms(chain), ms(direct))
             par = await timed_pipeline("parallel")
             parallel.add(par / 0.300, ms(par), 300.0)
             each = await timed_pipeline("foreach")
@@ -511,7 +523,8 @@ async def group_stdio(run: Run) -> None:
             print(f"  round {r + 1}: " + ", ".join(f"{p} {q} {m.values[-1]:.2f}×" for (p, q), m in lat.items())
                   + "; 1 MiB " + ", ".join(f"{p} {m.values[-1]:.2f}×" for p, m in payload.items() if m.values),
                   flush=True)
-        run.record.extra["gateway_process_after"] = process_snapshot(run.process_of(gateway).pid)
+        snapshot = run.record.extra["gateway_process_after"] = process_snapshot(run.process_of(gateway).pid)
+        run.note(f"gateway process after the latency and 1 MiB calls: {describe(snapshot)}")
 
 
 async def group_http(run: Run) -> None:
@@ -530,8 +543,10 @@ async def group_http(run: Run) -> None:
                          labels=("gateway", "backend's own HTTP"))
     lat10_99 = run.metric("latency, HTTP", "10 backends: p99 (reference)", "—", None,
                           labels=("gateway", "backend's own HTTP"))
-    tp1 = run.metric("throughput", f"{s.throughput_calls} echo, {s.concurrency} in flight, {s.clients} clients: "
-                     "gateway HTTP, 1 stdio backend", "≥ 0.85×", 0.85, higher_is_better=True, abs_unit="calls/s",
+    lat10_one = run.metric("latency, HTTP", "10 backends, every call to bench0 (reference): p50", "—", None,
+                           labels=("gateway", "backend's own HTTP"))
+    tp1 = run.metric("throughput", f"{s.throughput_calls} echo, {s.concurrency} in flight, {s.clients} clients "
+                     f"(paths take turns every {s.throughput_chunk}): gateway HTTP, 1 stdio backend", "≥ 0.85×", 0.85, higher_is_better=True, abs_unit="calls/s",
                      labels=("gateway", "backend's own HTTP"))
     tp10 = run.metric("throughput", "same, gateway with 10 stdio backends, calls spread (reference)", "—", None,
                       higher_is_better=True, abs_unit="calls/s", labels=("gateway", "backend's own HTTP"))
@@ -539,10 +554,14 @@ async def group_http(run: Run) -> None:
                            "—", None, labels=("gateway", "backend's own HTTP"))
 
     with contextlib.ExitStack() as procs:
-        procs.enter_context(run.serve_http([sys.executable, BENCH_SERVER, "http", str(ports["direct"])],
-                                           ports["direct"], "bench_server.py http"))
+        direct = procs.enter_context(run.serve_http([sys.executable, BENCH_SERVER, "http", str(ports["direct"])],
+                                                    ports["direct"], "bench_server.py http"))
         gw1 = procs.enter_context(run.gateway_http(cfg1, ports["gateway1"]))
-        procs.enter_context(run.gateway_http(cfg10, ports["gateway10"]))
+        gw10 = procs.enter_context(run.gateway_http(cfg10, ports["gateway10"]))
+        pids = {"direct": direct.proc.pid, "gateway1": gw1.proc.pid, "gateway10": gw10.proc.pid}
+        # Where the CPU goes per call explains a throughput ratio on a 2-core machine better than the ratio.
+        cpu: dict[str, Counter[str]] = {name: Counter() for name in pids}
+        served: Counter[str] = Counter()
         async with contextlib.AsyncExitStack() as stack:
             single = {name: await stack.enter_async_context(Client(url, timeout=CLIENT_TIMEOUT))
                       for name, url in urls.items()}
@@ -554,7 +573,8 @@ async def group_http(run: Run) -> None:
             hi = {"text": "hi"}
             echo = {"direct": target(single["direct"], fixed("echo", hi)),
                     "gateway1": target(single["gateway1"], fixed("bench__echo", hi)),
-                    "gateway10": target(single["gateway10"], lambda i: (f"bench{i % 10}__echo", hi))}
+                    "gateway10": target(single["gateway10"], lambda i: (f"bench{i % 10}__echo", hi)),
+                    "gateway10_one": target(single["gateway10"], fixed("bench0__echo", hi))}
             blob = {"direct": target(single["direct"], fixed("blob", {"kb": 1024})),
                     "gateway1": target(single["gateway1"], fixed("bench__blob", {"kb": 1024}))}
             makers: dict[str, Callable[[int, str], tuple[str, dict[str, Any]]]] = {
@@ -566,7 +586,7 @@ async def group_http(run: Run) -> None:
             note_failures(run, failures)
             for name, clients in many.items():
                 await load(clients, makers[name], 4 * s.concurrency, s.concurrency)
-            run.record.extra["gateway1_process_before_load"] = process_snapshot(gw1.proc.pid)
+            before = run.record.extra["gateway1_process_before_load"] = process_snapshot(gw1.proc.pid)
 
             order = list(many)
             for r in range(s.rounds):
@@ -577,16 +597,25 @@ async def group_http(run: Run) -> None:
                 lat10.add(p50(samples["gateway10"]) / base50, ms(p50(samples["gateway10"])), ms(base50))
                 lat1_99.add(p99(samples["gateway1"]) / base99, ms(p99(samples["gateway1"])), ms(base99))
                 lat10_99.add(p99(samples["gateway10"]) / base99, ms(p99(samples["gateway10"])), ms(base99))
+                lat10_one.add(p50(samples["gateway10_one"]) / base50, ms(p50(samples["gateway10_one"])), ms(base50))
 
-                rate: dict[str, float] = {}
-                shift = r % len(order)
-                for name in order[shift:] + order[:shift]:
-                    with anyio.fail_after(GROUP_BOUND["http"] / 3):
-                        wall, echoes = await load(many[name], makers[name], s.throughput_calls, s.concurrency)
-                    rate[name] = echoes.ok / wall
-                    if echoes.lost or echoes.crossed:
-                        run.note(f"throughput round {r + 1}, {name}: {echoes.lost} lost, {echoes.crossed} crossed: "
-                                 f"{dict(echoes.errors.most_common(3))}")
+                walls: Counter[str] = Counter()
+                oks: Counter[str] = Counter()
+                for chunk in range(max(1, s.throughput_calls // s.throughput_chunk)):
+                    shift = (chunk + r) % len(order)
+                    for name in order[shift:] + order[:shift]:
+                        meter = CpuMeter(pids[name])
+                        with anyio.fail_after(GROUP_BOUND["http"] / 3):
+                            wall, echoes = await load(many[name], makers[name], s.throughput_chunk, s.concurrency)
+                        used = meter.stop(wall)
+                        cpu[name].update({k: used[k] for k in ("driver", "server", "children", "others", "machine")})
+                        walls[name] += wall
+                        oks[name] += echoes.ok
+                        served[name] += echoes.ok
+                        if echoes.lost or echoes.crossed:
+                            run.note(f"throughput round {r + 1}, {name}: {echoes.lost} lost, {echoes.crossed} "
+                                     f"crossed: {dict(echoes.errors.most_common(3))}")
+                rate = {name: oks[name] / walls[name] for name in order}
                 tp1.add(rate["gateway1"] / rate["direct"], rate["gateway1"], rate["direct"])
                 tp10.add(rate["gateway10"] / rate["direct"], rate["gateway10"], rate["direct"])
 
@@ -598,31 +627,47 @@ async def group_http(run: Run) -> None:
                 print(f"  round {r + 1}: p50 1 backend {lat1.values[-1]:.2f}×, 10 backends {lat10.values[-1]:.2f}×; "
                       f"throughput {tp1.values[-1]:.2f}× ({rate['gateway1']:.0f} vs {rate['direct']:.0f} calls/s), "
                       f"10 backends {tp10.values[-1]:.2f}×", flush=True)
-            run.record.extra["gateway1_process_after_load"] = process_snapshot(gw1.proc.pid)
+            after = run.record.extra["gateway1_process_after_load"] = process_snapshot(gw1.proc.pid)
+            run.note(f"gateway (1 backend) process before the latency and load rounds: {describe(before)}; after: "
+                     f"{describe(after)}")
+            run.record.extra["throughput_cpu_ms_per_call"] = {
+                name: {k: round(1000 * v / served[name], 3) for k, v in used.items()} for name, used in cpu.items()}
+            for name, used in cpu.items():
+                per = {k: 1000 * v / served[name] for k, v in used.items()}
+                run.note(f"throughput, {name}: CPU ms per call: driver (this process) {per['driver']:.2f}, server "
+                         f"process {per['server']:.2f}, its backends {per['children']:.2f}, other processes "
+                         f"{per['others']:.2f}")
 
             # Last, so that whatever a failing large result does cannot disturb the figures above.
-            for name in ("direct", "gateway1"):
-                await payload_over_http(run, name, urls[name], "blob" if name == "direct" else "bench__blob", gw1.log)
+            await payload_over_http(run, "backend's own HTTP", urls["direct"], lambda kb: ("blob", {"kb": kb}),
+                                    "echo", None)
+            await payload_over_http(run, "gateway, bench__blob", urls["gateway1"],
+                                    lambda kb: ("bench__blob", {"kb": kb}), "bench__echo", gw1.log)
+            await payload_over_http(run, "gateway, call_backend", urls["gateway1"],
+                                    lambda kb: ("call_backend", {"server": "bench", "tool": "blob",
+                                                                 "params": {"kb": kb}}),
+                                    "bench__echo", gw1.log)
             answer = await call(single["gateway1"], "bench__echo", hi)
             run.note(f"after the large-result checks the gateway still answers a fresh echo: "
                      f"{answer.kind} in {ms(answer.seconds):.1f} ms")
 
 
-async def payload_over_http(run: Run, name: str, url: str, tool: str, gateway_log: Path) -> None:
+async def payload_over_http(run: Run, name: str, url: str, make: Callable[[int], tuple[str, dict[str, Any]]],
+                            echo_tool: str, gateway_log: Path | None) -> None:
     """What a 1 MiB result (and a few sizes around a 1 MiB event) does to auto and legacy clients."""
     sizes = {"auto": [1024], "legacy": [256, 511, 512, 1024]}
     for mode, kbs in sizes.items():
         for kb in kbs:
-            log_before = gateway_log.stat().st_size if gateway_log.exists() else 0
-            entry: dict[str, Any] = {"target": "gateway" if name != "direct" else "backend's own HTTP",
-                                     "mode": mode, "kb": kb}
+            log_before = gateway_log.stat().st_size if gateway_log and gateway_log.exists() else 0
+            entry: dict[str, Any] = {"target": name, "mode": mode, "kb": kb}
+            tool, args = make(kb)
             started = time.perf_counter()
             try:
                 with anyio.fail_after(CALL_BOUND):
                     async with Client(url, mode=mode, timeout=CLIENT_TIMEOUT) as client:
                         entry["protocol"] = client.protocol_version
                         started = time.perf_counter()
-                        answer = await call(client, tool, {"kb": kb})
+                        answer = await call(client, tool, args)
                         entry["seconds"] = round(answer.seconds, 3)
                         if answer.kind == "result" and len(answer.text) == kb * 1024:
                             entry["outcome"] = "ok"
@@ -634,7 +679,7 @@ async def payload_over_http(run: Run, name: str, url: str, tool: str, gateway_lo
                             entry["outcome"] = "error result" if answer.kind == "error" else "exception"
                         if entry["outcome"] != "ok":
                             entry["detail"] = answer.text[:400]
-                        after = await call(client, "echo" if tool == "blob" else "bench__echo", {"text": "hi"})
+                        after = await call(client, echo_tool, {"text": "hi"})
                         entry["same_session_echo_after"] = (
                             "ok" if echoed(after) else f"{after.kind}: {after.text[:200]}")
             except TimeoutError:
@@ -643,7 +688,7 @@ async def payload_over_http(run: Run, name: str, url: str, tool: str, gateway_lo
             except Exception as exc:
                 entry.update(outcome="exception", detail=f"{type(exc).__name__}: {exc}"[:400],
                              seconds=round(time.perf_counter() - started, 3))
-            if name != "direct" and gateway_log.exists():
+            if gateway_log and gateway_log.exists():
                 with gateway_log.open("rb") as f:
                     f.seek(log_before)
                     new = f.read().decode(errors="replace").strip().splitlines()
@@ -665,6 +710,9 @@ async def group_fanout(run: Run) -> None:
                             "≤ 1.10×", 1.10, labels=("gateway", "one direct sleep(200)"))
     piped = run.metric("fan-out", "one route_pipeline, custom, 10 parallel sleep(200) steps", "≤ 1.10×", 1.10,
                        labels=("gateway", "one direct sleep(200)"))
+    floor = run.metric("fan-out", "reference: 10 direct clients, one per backend, 10 concurrent sleep(200)", "—",
+                       None, labels=("10 direct", "one direct sleep(200)"))
+    spread = [run.stdio(sys.executable, [BENCH_SERVER], "direct") for _ in ten]
     pipeline = {"name": "fanout", "description": "ten parallel sleeps",
                 "steps": {f"s{i}": {"server": name, "tool": "sleep", "args": {"ms": 200}}
                           for i, name in enumerate(ten)}}
@@ -698,10 +746,23 @@ async def group_fanout(run: Run) -> None:
             raise RuntimeError(f"route_pipeline: {json.dumps(report)[:300] if report else text[:300]}")
         engine_ms.append(report.get("duration_ms", float("nan")))
 
-    kinds: dict[str, Callable[[], Awaitable[None]]] = {"direct": one_direct, "concurrent": ten_calls,
-                                                       "pipeline": one_pipeline}
+    async def ten_direct() -> None:
+        answers: list[Answer] = []
 
-    async with entered(direct, gateway):
+        async def one(client: Client) -> None:
+            answers.append(await call(client, "sleep", {"ms": 200}))
+
+        async with anyio.create_task_group() as tg:
+            for client in spread:
+                tg.start_soon(one, client)
+        bad = [f"{a.kind}: {a.text[:200]}" for a in answers if a.kind != "result"]
+        if bad:
+            raise RuntimeError(f"direct fan-out calls failed: {bad[:3]}")
+
+    kinds: dict[str, Callable[[], Awaitable[None]]] = {"direct": one_direct, "concurrent": ten_calls,
+                                                       "pipeline": one_pipeline, "ten_direct": ten_direct}
+
+    async with entered(direct, gateway, *spread):
         await wait_ready(gateway, 10)
         for fn in kinds.values():
             await fn()
@@ -718,10 +779,13 @@ async def group_fanout(run: Run) -> None:
             base = p50(times["direct"])
             concurrent.add(p50(times["concurrent"]) / base, ms(p50(times["concurrent"])), ms(base))
             piped.add(p50(times["pipeline"]) / base, ms(p50(times["pipeline"])), ms(base))
-            print(f"  round {r + 1}: concurrent {concurrent.values[-1]:.2f}×, pipeline {piped.values[-1]:.2f}× "
-                  f"(direct {ms(base):.0f} ms)", flush=True)
+            floor.add(p50(times["ten_direct"]) / base, ms(p50(times["ten_direct"])), ms(base))
+            print(f"  round {r + 1}: concurrent {concurrent.values[-1]:.2f}×, pipeline {piped.values[-1]:.2f}×, "
+                  f"10 direct clients {floor.values[-1]:.2f}× (direct {ms(base):.0f} ms)", flush=True)
     run.record.extra["pipeline_duration_ms_reported_by_engine"] = {
         "median": statistics.median(engine_ms), "min": min(engine_ms), "max": max(engine_ms)}
+    run.note(f"the 10-step pipeline's own duration_ms: median {statistics.median(engine_ms):.0f} ms "
+             f"(min {min(engine_ms):.0f}, max {max(engine_ms):.0f})")
 
 
 async def group_isolation(run: Run) -> None:
@@ -845,7 +909,10 @@ async def group_memory(run: Run) -> None:
     config = run.config("memory", {name: run.backend() for name in twenty})
     metric = run.metric("memory", "gateway process RSS with 20 stdio backends (backends excluded) vs one bare "
                         "bench_server.py", "≤ 1.10×", 1.10, abs_unit="MB", labels=("gateway", "bare server"))
-    uss: dict[str, list[float]] = {"gateway": [], "bare server": []}
+    alone = run.metric("memory", "reference: gateway with no backends, RSS, vs the same bare server", "—", None,
+                       abs_unit="MB", labels=("gateway alone", "bare server"))
+    empty = run.config("memory-empty", {})
+    uss: dict[str, list[float]] = {"gateway": [], "gateway alone": [], "bare server": []}
 
     async def measure(client: Client, tools: list[str]) -> tuple[float, float]:
         async with client:
@@ -857,27 +924,29 @@ async def group_memory(run: Run) -> None:
             info = run.process_of(client).memory_full_info()
             return info.rss / 1e6, info.uss / 1e6
 
-    async def gateway_rss() -> tuple[float, float]:
+    async def gateway_rss(config: Path, names: list[str]) -> tuple[float, float]:
         client = run.gateway_stdio(config)
         async with client:
-            await wait_ready(client, 20)
-            return await measure(client, [f"{name}__echo" for name in twenty])
+            await wait_ready(client, len(names))
+            return await measure(client, [f"{name}__echo" for name in names])
 
+    kinds: dict[str, Callable[[], Awaitable[tuple[float, float]]]] = {
+        "gateway": lambda: gateway_rss(config, twenty), "gateway alone": lambda: gateway_rss(empty, []),
+        "bare server": lambda: measure(run.stdio(sys.executable, [BENCH_SERVER], "bare"), ["echo"])}
     for r in range(s.rounds):
         got: dict[str, tuple[float, float]] = {}
-        for kind in (("gateway", "bare server") if r % 2 == 0 else ("bare server", "gateway")):
-            if kind == "gateway":
-                got[kind] = await gateway_rss()
-            else:
-                got[kind] = await measure(run.stdio(sys.executable, [BENCH_SERVER], "bare"), ["echo"])
+        order = list(kinds)
+        for kind in order[r % 3:] + order[:r % 3]:
+            got[kind] = await kinds[kind]()
             uss[kind].append(round(got[kind][1], 1))
             settle(run.mark)
-        metric.add(got["gateway"][0] / got["bare server"][0], got["gateway"][0], got["bare server"][0])
-        print(f"  round {r + 1}: {metric.values[-1]:.2f}× ({got['gateway'][0]:.1f} vs {got['bare server'][0]:.1f} MB RSS)",
-              flush=True)
+        bare = got["bare server"][0]
+        metric.add(got["gateway"][0] / bare, got["gateway"][0], bare)
+        alone.add(got["gateway alone"][0] / bare, got["gateway alone"][0], bare)
+        print(f"  round {r + 1}: {metric.values[-1]:.2f}× ({got['gateway'][0]:.1f} vs {bare:.1f} MB RSS; gateway "
+              f"alone {got['gateway alone'][0]:.1f} MB)", flush=True)
     run.record.extra["uss_mb"] = uss
-    run.note(f"USS (memory private to the process) per round: gateway {uss['gateway']} MB, bare server "
-             f"{uss['bare server']} MB")
+    run.note("USS (memory private to the process) per round: " + "; ".join(f"{k} {v} MB" for k, v in uss.items()))
 
 
 GROUP_FUNCS: dict[str, Callable[[Run], Awaitable[None]]] = {
@@ -978,8 +1047,6 @@ def markdown(report: dict[str, Any], run: Run) -> str:
         if g["error"]:
             lines.append(f"  - **failed**: {g['error']}")
         lines += [f"  - {text}" for text in g["notes"]]
-        for key, value in g["extra"].items():
-            lines.append(f"  - {key}: {json.dumps(value)}")
     lines += ["", "## Cleanup", "",
               f"Processes left at the end: {report['cleanup']['leaked_processes'] or 'none'}; ports still open: "
               f"{report['cleanup']['open_ports'] or 'none'}."]
@@ -998,8 +1065,9 @@ def source_fingerprint() -> str:
     return f"{commit}+{hashlib.sha1(diff).hexdigest()[:8]}" if diff else commit
 
 
-def count_tracebacks(paths: list[Path]) -> tuple[int, str | None]:
-    total, first = 0, None
+def scan_logs(paths: list[Path]) -> tuple[int, str | None, int, list[str]]:
+    """Tracebacks, the first one's tail, stderr lines, and a few distinct lines, in our processes' logs."""
+    total, first, lines, distinct = 0, None, 0, []
     for path in paths:
         if not path.exists():
             continue
@@ -1009,7 +1077,13 @@ def count_tracebacks(paths: list[Path]) -> tuple[int, str | None]:
             start = text.index("Traceback")
             first = f"{path.name}: " + " / ".join(text[start:].splitlines()[-3:])[:400]
         total += n
-    return total, first
+        for line in filter(None, (raw.strip() for raw in text.splitlines())):
+            lines += 1
+            shaped = load_http.shape(line)[:200]
+            entry = f"{path.stem.split('-', 1)[1].rsplit('-', 1)[0]}: {shaped}"
+            if len(distinct) < 5 and entry not in distinct:
+                distinct.append(entry)
+    return total, first, lines, distinct
 
 
 async def run_groups(run: Run, groups: list[str]) -> None:
@@ -1031,9 +1105,17 @@ async def run_groups(run: Run, groups: list[str]) -> None:
         record.duration_s = round(time.perf_counter() - started, 1)
         record.settled_s = settle(run.mark)
         record.machine = meter.stop()
-        record.tracebacks_in_logs, first = count_tracebacks(run.logs[logs_before:])
+        record.tracebacks_in_logs, first, lines, distinct = scan_logs(run.logs[logs_before:])
         if first:
             record.notes.append(f"first traceback: {first}")
+        if lines:
+            record.notes.append(f"{lines} stderr lines from our processes, e.g. {distinct}")
+
+
+def interrupted(_signum: int, _frame: Any) -> None:
+    # As SIGINT: asyncio then cancels the run, which unwinds every client, instead of raising
+    # KeyboardInterrupt wherever the signal lands.
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 def main() -> int:
@@ -1050,6 +1132,7 @@ def main() -> int:
     if args.rounds is not None and args.rounds < 1:
         parser.error("--rounds must be at least 1")
     settings = Settings.make(args.rounds, args.quick, not args.no_proxy)
+    signal.signal(signal.SIGTERM, interrupted)  # a killed suite still stops what it started
     mark = uuid.uuid4().hex
     began = time.perf_counter()
     env = {"cpus": os.cpu_count(), "python": platform.python_version(), "fastmcp": metadata.version("fastmcp"),
@@ -1060,10 +1143,13 @@ def main() -> int:
         try:
             anyio.run(run_groups, run, groups)
         except KeyboardInterrupt:
-            print("suite: interrupted; stopping every process it started", file=sys.stderr)
-        finally:
-            cleanup = wait_gone(mark, None, timeout=SETTLE_BOUND)
-            open_ports = [p for p in run.ports if port_open(p)]
+            left = wait_gone(mark, None, timeout=SETTLE_BOUND)["leaked_processes"]
+            # A partial run must not replace the last complete report.
+            print(f"suite: interrupted; no report written; processes it had to kill: {left or 'none'}",
+                  file=sys.stderr)
+            return 130
+        cleanup = wait_gone(mark, None, timeout=SETTLE_BOUND)
+        open_ports = [p for p in run.ports if port_open(p)]
     env["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     report = {"settings": asdict(settings), "environment": env, "duration_s": round(time.perf_counter() - began, 1),
               "metrics": [m.summary() for m in run.metrics], "payload_http": run.payload_http,
