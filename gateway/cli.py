@@ -64,7 +64,9 @@ async def _serve(config: GatewayConfig, pipelines: Path, transport: Transport, h
                 middleware.append(Middleware(TokenAuth, tokens=tokens))
             await mcp.run_http_async(
                 transport=kind, host=host, port=port, path=path, show_banner=False,
-                uvicorn_config={"log_level": "warning"},
+                # a shutdown waits 1 s for open requests, not uvicorn's default 2, so that the
+                # backends are stopped well within the 5 s a client or supervisor allows
+                uvicorn_config={"log_level": "warning", "timeout_graceful_shutdown": 1},
                 middleware=middleware, allowed_hosts=settings.allowed_hosts,
                 allowed_origins=settings.allowed_origins)
 
