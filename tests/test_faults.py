@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from pathlib import Path
 
 import anyio
-import psutil
 import pytest
 
 from conftest import (MODES, PYTHON, TESTING_SERVER, Notifications, backend_spec, processes_marked, stdio_client,

@@ -14,7 +14,7 @@ import pytest
 from fastmcp import Client
 
 from conftest import (GATEWAY, PYTHON, TESTING_SERVER, backend_spec, http_gateway, stdio_client, text_of,
-                      wait_until, write_config)
+                      write_config)
 
 SECRET = "planted-s3cret-9f1c"
 
