@@ -33,6 +33,25 @@ class Transport(str, Enum):
     sse = "sse"
 
 
+async def _run_stdio_on_pipes(mcp: FastMCP) -> None:
+    """`FastMCP.run_stdio_async` with thread-free pipe streams (see gateway/stdio.py).
+
+    FastMCP has no public hook for the stdio streams; this mirrors run_stdio_async (4.1.2).
+    """
+    from fastmcp.server.context import reset_transport, set_transport
+    from mcp.server.stdio import stdio_server
+
+    from gateway.stdio import pipe_stdio
+
+    token = set_transport("stdio")
+    try:
+        async with mcp._lifespan_manager(), pipe_stdio() as (stdin, stdout), \
+                stdio_server(stdin, stdout) as (read_stream, write_stream):  # type: ignore[arg-type]
+            await mcp._mcp_server.run(read_stream, write_stream, mcp._mcp_server.create_initialization_options())
+    finally:
+        reset_transport(token)
+
+
 def _fail(message: str, code: int = 2) -> None:
     typer.echo(f"gateway: {message}", err=True)
     raise typer.Exit(code)
@@ -80,7 +99,12 @@ async def _serve_stdio(mcp: FastMCP) -> None:
                     tg.cancel_scope.cancel()
 
         async def run() -> None:
-            await mcp.run_stdio_async(show_banner=False)
+            from gateway.stdio import is_pipe
+
+            if is_pipe(0) and is_pipe(1):
+                await _run_stdio_on_pipes(mcp)
+            else:
+                await mcp.run_stdio_async(show_banner=False)
             tg.cancel_scope.cancel()  # stdin closed
 
         tg.start_soon(stop_on_signal)
