@@ -24,11 +24,10 @@ from gateway.relay import relay_call
 CONTROL_TOOLS = ("register_server", "remove_server", "list_servers", "call_backend", "route_pipeline")
 
 
-def server_summary(backend: Backend, pool: BackendPool, redact: Redactor) -> dict[str, Any]:
+def server_summary(backend: Backend, exported: dict[tuple[str, str], str], redact: Redactor) -> dict[str, Any]:
     """What list_servers shows of a backend. Env and header values are never included."""
     spec = backend.spec
     state = backend.refresh_state()
-    exported = {key: name for name, key in pool.tool_index.items()}
     info: dict[str, Any] = {
         "name": backend.name,
         "transport": spec.kind,
@@ -60,7 +59,8 @@ def server_summary(backend: Backend, pool: BackendPool, redact: Redactor) -> dic
 
 def servers_report(pool: BackendPool, redact: Redactor, state: StateFile | None) -> dict[str, Any]:
     """list_servers' answer, also served at GET /servers."""
-    result: dict[str, Any] = {"servers": [server_summary(b, pool, redact) for b in pool.backends()]}
+    exported = {key: name for name, key in pool.tool_index.items()}  # (server, tool) -> exported name
+    result: dict[str, Any] = {"servers": [server_summary(b, exported, redact) for b in pool.backends()]}
     if pool.collisions:
         result["name_collisions"] = pool.collisions
     if state is not None and state.problem:

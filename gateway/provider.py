@@ -39,6 +39,7 @@ class BackendTool(Tool):
     _server: str = PrivateAttr()
     _tool: str = PrivateAttr()
     _redact: Callable[[str], str] = PrivateAttr()
+    _source: mcp_types.Tool = PrivateAttr()
 
     @classmethod
     def create(cls, pool: BackendPool, exported: str, server: str, tool: mcp_types.Tool,
@@ -49,6 +50,7 @@ class BackendTool(Tool):
                    output_schema=tool.output_schema, annotations=tool.annotations,
                    icons=tool.icons, meta=tool.meta)
         made._pool, made._server, made._tool, made._redact = pool, server, tool.name, redact
+        made._source = tool
         return made
 
     async def run(self, arguments: dict[str, Any]) -> ToolResult:
@@ -64,21 +66,20 @@ class GatewayProvider(Provider):
         self._prompts: dict[str, Prompt] = {}
         self._resources: dict[str, Resource] = {}
         self._templates: list[ResourceTemplate] = []
-        self._made: dict[int, Tool] = {}  # id(mcp tool) -> built Tool, so unchanged tools are reused
         pool.subscribe(self._rebuild)
 
     def _rebuild(self) -> None:
         pool = self._pool
         backends = {b.name: b for b in pool.backends()}
-        made: dict[int, Tool] = {}
         tools: dict[str, Tool] = {}
         for exported, (server, name) in pool.tool_index.items():
             mcp_tool = backends[server].components.tools[name].tool
-            tool = self._made.get(id(mcp_tool))
-            if tool is None or tool.name != exported:
+            tool = self._tools.get(exported)
+            # unchanged backend tools keep their built Tool; a re-listed one is rebuilt
+            if not (isinstance(tool, BackendTool) and tool._source is mcp_tool):
                 tool = BackendTool.create(pool, exported, server, mcp_tool, self._redact)
-            tools[exported] = made[id(mcp_tool)] = tool
-        self._tools, self._made = tools, made
+            tools[exported] = tool
+        self._tools = tools
 
         prompts: dict[str, Prompt] = {}
         by_name = {(b.name, p.name): p for b in backends.values() for p in b.components.prompts}
