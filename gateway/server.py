@@ -14,6 +14,7 @@ from fastmcp import FastMCP
 from gateway.backends.pool import BackendPool
 from gateway.config import GatewayConfig, ServerSpec
 from gateway.control import CONTROL_TOOLS, add_control_tools, servers_report
+from gateway.fastpath import FastRelay
 from gateway.http import add_admin_routes
 from gateway.notify import LegacySessions
 from gateway.persistence import StateFile
@@ -81,6 +82,7 @@ def build_gateway(config: GatewayConfig, pool: BackendPool, registry: PipelineRe
     # tool's schema and, without this lookup, finds it by running the whole tools/list handler per
     # call. Only re-exported backend tools can declare such headers; none of our own tools do.
     mcp._mcp_server.get_tool_input_schema = input_schema
+    mcp._mcp_server.middleware.insert(0, FastRelay(pool, redact, mcp._mcp_server, exported=exported is not None))
     add_control_tools(mcp, pool, policy, redact, state)
     add_admin_routes(mcp, lambda: servers_report(pool, redact, state))
     return mcp, sessions

@@ -16,12 +16,13 @@ from fastmcp import Client
 from fastmcp.client.logging import LogMessage
 from fastmcp.client.messages import MessageHandler
 from fastmcp.client.transports import StdioTransport
-from fastmcp.client.transports.base import TransportOptions
-from mcp import ClientSession, MCPError
+from mcp import MCPError
+from pydantic import ValidationError
 
 from gateway.backends.errors import (BackendError, BackendUnavailable, CallTimeout, InvalidParams, ResultTooLarge,
                                      UnknownTool)
 from gateway.backends.transports import StderrTail, make_transport, stop_process_group
+from gateway.backends.wire import result_size, send_tool_call
 from gateway.config import ServerSpec
 
 logger = logging.getLogger("gateway.backends")
@@ -38,13 +39,6 @@ class State(StrEnum):
     failed = "failed"  # never got ready since it was added
     down = "down"  # was ready, lost its connection; reconnects on the next call
     stopped = "stopped"
-
-
-class _RelaySession(ClientSession):
-    """Results are relayed, not consumed: the end client checks output schemas for itself."""
-
-    async def validate_tool_result(self, name: str, result: mcp_types.CallToolResult) -> None:
-        return None
 
 
 @dataclass
@@ -84,17 +78,6 @@ def describe_params(schema: dict[str, Any] | None) -> str:
         kind = "|".join(kind) if isinstance(kind, list) else kind or "any"
         parts.append(f"{name} ({kind}{', required' if name in required else ''})")
     return ", ".join(parts)
-
-
-def _result_size(result: mcp_types.CallToolResult) -> int:
-    """Bytes of text and base64 payload: cheap, and what dominates a result's size."""
-    size = 0
-    for block in result.content:
-        size += len(getattr(block, "text", None) or getattr(block, "data", None) or "")
-        resource = getattr(block, "resource", None)
-        if resource is not None:
-            size += len(getattr(resource, "text", None) or getattr(resource, "blob", None) or "")
-    return size
 
 
 def _describe_exception(exc: BaseException) -> str:
@@ -169,8 +152,6 @@ class Backend:
                         init_timeout=self.connect_timeout,
                         log_handler=self._forward_log,
                         message_handler=_ListChanged(lambda: self._spawn(self.refresh)))
-        # No public knob for the session class; this is how FastMCP's own proxy relays results.
-        client._transport_options = TransportOptions(session_class=_RelaySession)
         return client
 
     async def connect(self) -> None:
@@ -344,25 +325,43 @@ class Backend:
             raise UnknownTool(f"server '{self.name}' has no tool '{tool}'. Its tools: {known}")
         return entry
 
+    def check_params(self, tool: str, args: dict[str, Any]) -> None:
+        entry = self.tool_entry(tool)
+        if entry.validator is None or entry.validator.is_valid(args):
+            return
+        error = next(iter(sorted(entry.validator.iter_errors(args), key=lambda e: e.path)), None)
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path)
+            raise InvalidParams(
+                f"params for '{tool}' of server '{self.name}' do not match its input schema"
+                f"{f' at {where!r}' if where else ''}: {error.message}. "
+                f"Expected: {describe_params(entry.tool.input_schema)}")
+
     async def call(self, tool: str, args: dict[str, Any], *, timeout: float | None = None,
                    progress: ProgressHandler | None = None, log: LogSink | None = None
                    ) -> mcp_types.CallToolResult:
+        """A tool call as a typed result, for the gateway's own use (pipelines, FastMCP tools)."""
+        raw = await self.call_raw(tool, args, timeout=timeout, progress=progress, log=log)
+        try:
+            return mcp_types.CallToolResult.model_validate(raw, by_name=False)
+        except ValidationError:
+            raise BackendError(f"server '{self.name}' returned a malformed result for '{tool}'") from None
+
+    async def call_raw(self, tool: str, args: dict[str, Any], *, timeout: float | None = None,
+                       progress: ProgressHandler | None = None, log: LogSink | None = None) -> dict[str, Any]:
+        """A tool call's result as the backend sent it; the caller validates it for its own use."""
         limit = timeout or self.call_timeout
         client = await self.ready_client(limit)
-        entry = self.tool_entry(tool)
-        if entry.validator is not None and not entry.validator.is_valid(args):
-            error = next(iter(sorted(entry.validator.iter_errors(args), key=lambda e: e.path)), None)
-            if error is not None:
-                where = "/".join(str(p) for p in error.absolute_path)
-                raise InvalidParams(
-                    f"params for '{tool}' of server '{self.name}' do not match its input schema"
-                    f"{f' at {where!r}' if where else ''}: {error.message}. "
-                    f"Expected: {describe_params(entry.tool.input_schema)}")
+        self.check_params(tool, args)
         if log is not None:
             self._log_sinks.append(log)
         try:
-            result = await client.call_tool_mcp(tool, args, timeout=limit, progress_handler=progress)
-            size = _result_size(result)
+            result = await send_tool_call(client.session, tool, args, timeout=limit, progress=progress)
+            if result.get("resultType", "complete") != "complete":
+                raise BackendError(f"server '{self.name}' answered '{tool}' with a "
+                                   f"'{result.get('resultType')}' result (it asks the caller for input), "
+                                   f"which the gateway does not relay")
+            size = result_size(result)
             if size > self.max_result_bytes:
                 raise ResultTooLarge(f"the result of '{tool}' on server '{self.name}' is {size:,} bytes, over "
                                      f"the gateway's limit of {self.max_result_bytes:,} "

@@ -134,6 +134,11 @@ class BackendPool:
         """The one road into a backend tool: control tools, re-exported tools and pipelines."""
         return await self.get(server).call(tool, args, timeout=timeout, progress=progress, log=log)
 
+    async def call_raw(self, server: str, tool: str, args: dict[str, Any], *, timeout: float | None = None,
+                       progress: ProgressHandler | None = None, log: LogSink | None = None) -> dict[str, Any]:
+        """The same call, its result left as the backend sent it (for relaying it unchanged)."""
+        return await self.get(server).call_raw(tool, args, timeout=timeout, progress=progress, log=log)
+
     # -- change events ------------------------------------------------------------------------
 
     def subscribe(self, listener: Callable[[], None]) -> None:
