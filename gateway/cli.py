@@ -161,7 +161,7 @@ def serve(
             "any command may be registered at runtime (--allow-any-command): clients can run anything")
     try:
         anyio.run(_serve, config, _pipelines_dir(pipelines, auto_register), transport, host, port, path,
-                  allow_any_command, tokens)
+                  allow_any_command, tokens, backend_options={"use_uvloop": os.environ.get("GW_UVLOOP") == "1"})
     except KeyboardInterrupt:
         pass
     except OSError as exc:

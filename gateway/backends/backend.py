@@ -15,13 +15,13 @@ import mcp_types
 from fastmcp import Client
 from fastmcp.client.logging import LogMessage
 from fastmcp.client.messages import MessageHandler
-from fastmcp.client.transports import StdioTransport
 from mcp import MCPError
 from pydantic import ValidationError
 
 from gateway.backends.errors import (BackendError, BackendUnavailable, CallTimeout, InvalidParams, ResultTooLarge,
                                      UnknownTool)
-from gateway.backends.transports import StderrTail, make_transport, stop_process_group
+from gateway.backends.stdio_link import StdioLink
+from gateway.backends.transports import StderrTail, make_transport
 from gateway.backends.wire import result_size, send_tool_call
 from gateway.config import ServerSpec
 
@@ -134,7 +134,6 @@ class Backend:
         self._on_change = on_change
         self._spawn = spawn  # starts a background task in the pool's task group
         self._client: Client | None = None
-        self._pgid: int | None = None  # process group of a stdio backend
         self._lock = anyio.Lock()
         self._restarted: anyio.Event | None = None  # set when the running restart ends
         self._log_sinks: list[LogSink] = []
@@ -183,7 +182,6 @@ class Backend:
                     await self._close(client)
                 raise
             self._client = client
-            self._pgid = self.stderr.writer_pid() if self.stderr else None
             self.components = components
             self.state = State.ready
             self.failures = 0
@@ -241,8 +239,8 @@ class Backend:
         if client is None:
             return False
         transport = client.transport
-        # A stdio session notices its process died without any request being made.
-        return not (isinstance(transport, StdioTransport) and transport._is_session_dead())
+        # A stdio backend is known dead as soon as its process exits, before any request fails.
+        return not isinstance(transport, StdioLink) or transport.alive
 
     def refresh_state(self) -> State:
         if self.state is State.ready and not self._alive():
@@ -252,13 +250,9 @@ class Backend:
 
     async def _drop_client(self) -> None:
         client, self._client = self._client, None
-        pgid, self._pgid = self._pgid, None
-        with anyio.CancelScope(shield=True):
-            async with anyio.create_task_group() as tg:
-                if client is not None:
-                    tg.start_soon(self._close, client)
-                if pgid is not None:
-                    tg.start_soon(stop_process_group, pgid)
+        if client is not None:
+            with anyio.CancelScope(shield=True):
+                await self._close(client)
 
     async def _close(self, client: Client) -> None:
         with anyio.move_on_after(8):

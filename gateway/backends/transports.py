@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-from pathlib import Path
 from typing import TextIO
 
 import anyio
-from fastmcp.client.transports import ClientTransport, SSETransport, StdioTransport, StreamableHttpTransport
+from fastmcp.client.transports import ClientTransport, SSETransport, StreamableHttpTransport
 
+from gateway.backends.stdio_link import StdioLink
 from gateway.config import ServerSpec
 
 logger = logging.getLogger("gateway.backends")
@@ -57,55 +56,18 @@ class StderrTail:
         text = self._buffer.decode(errors="replace").strip()
         return "\n".join(text.splitlines()[-lines:])
 
-    def writer_pid(self) -> int | None:
-        """Our child process whose stderr is this pipe: the backend we just started.
-
-        The MCP SDK starts each stdio backend in a session of its own but does not expose its pid;
-        knowing it lets us stop the backend's children too, which outlive it otherwise.
-        """
-        target = f"pipe:[{os.fstat(self.file.fileno()).st_ino}]"
-        me = str(os.getpid())
-        for entry in Path("/proc").glob("[0-9]*"):
-            try:
-                if (entry / "stat").read_text().rsplit(")", 1)[1].split()[1] != me:
-                    continue
-                if os.readlink(entry / "fd" / "2") == target:
-                    return int(entry.name)
-            except (OSError, IndexError):
-                continue
-        return None
-
     def close(self) -> None:
         anyio.notify_closing(self._read_fd)
         os.close(self._read_fd)
         self.file.close()
 
 
-async def stop_process_group(pgid: int, grace: float = 0.5, patience: float = 1.0) -> None:
-    """Ends what is left of a backend's process group: after `grace` seconds SIGTERM, after
-    `patience` more SIGKILL. Runs beside the graceful close (stdin EOF), which the leader usually
-    obeys within the grace; its children, which never see that EOF, are what this is for."""
-    for sig, wait in ((None, grace), (signal.SIGTERM, patience), (signal.SIGKILL, patience)):
-        try:
-            os.killpg(pgid, sig or 0)
-        except (ProcessLookupError, PermissionError):
-            return
-        with anyio.move_on_after(wait):
-            while True:
-                await anyio.sleep(0.05)
-                try:
-                    os.killpg(pgid, 0)
-                except (ProcessLookupError, PermissionError):
-                    return
-
-
 def make_transport(spec: ServerSpec, stderr: StderrTail | None) -> ClientTransport:
     kind = spec.kind
     if kind == "stdio":
         assert spec.command is not None
-        return StdioTransport(command=spec.command, args=list(spec.args), env=dict(spec.env),
-                              cwd=spec.cwd, keep_alive=False,
-                              log_file=stderr.file if stderr else None)
+        assert stderr is not None
+        return StdioLink(spec.command, list(spec.args), env=dict(spec.env), cwd=spec.cwd, stderr=stderr.file)
     assert spec.url is not None
     if kind == "sse":
         return SSETransport(spec.url, headers=spec.http_headers())

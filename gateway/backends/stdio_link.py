@@ -1,0 +1,200 @@
+"""The gateway's own stdio link to a backend process.
+
+mcp's stdio client joins its whole read buffer again for every chunk it reads, which is quadratic
+in a message's length: relaying a 1 MB result spent more CPU there than in everything else. It
+also passes every message through a memory stream and a task in each direction. Here the client
+session reads lines straight from the process's stdout and writes straight to its stdin, both
+non-blocking pipes waited on by the event loop. Owning the process also gives us its pid: closing
+stops the backend's whole process group, children included.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, TextIO
+
+import anyio
+import mcp_types
+from fastmcp.client.transports import ClientTransport
+from fastmcp.client.transports.base import TransportOptions
+from mcp import ClientSession
+from mcp.client.stdio import get_default_environment
+from mcp.shared.message import SessionMessage
+
+logger = logging.getLogger("gateway.backends")
+
+READ_CHUNK = 1 << 20
+
+
+class LineReader:
+    """The session's read stream: one parsed JSON-RPC message per stdout line."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buffer = bytearray()
+        self._scanned = 0  # bytes of the buffer known to hold no newline
+        self._closed = False
+
+    async def receive(self) -> SessionMessage | Exception:
+        while True:
+            end = self._buffer.find(b"\n", self._scanned)
+            if end >= 0:
+                line = bytes(self._buffer[:end])
+                del self._buffer[: end + 1]
+                self._scanned = 0
+                if line.strip():
+                    return _parse(line)
+                continue
+            self._scanned = len(self._buffer)
+            if self._closed:
+                raise anyio.EndOfStream
+            try:
+                await anyio.wait_readable(self._fd)
+                chunk = os.read(self._fd, READ_CHUNK)
+            except BlockingIOError:
+                continue
+            except (OSError, anyio.ClosedResourceError):
+                raise anyio.EndOfStream from None
+            if not chunk:
+                raise anyio.EndOfStream
+            self._buffer += chunk
+
+    def __aiter__(self) -> LineReader:
+        return self
+
+    async def __anext__(self) -> SessionMessage | Exception:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        self._closed = True
+
+    async def __aenter__(self) -> LineReader:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
+
+
+class LineWriter:
+    """The session's write stream: each message is written as it is sent, no writer task between.
+
+    A message that does not fit the pipe at once is finished under a lock, so concurrent senders
+    never interleave their bytes.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._lock = anyio.Lock()
+        self._closed = False
+
+    async def send(self, item: SessionMessage) -> None:
+        if self._closed:
+            raise anyio.ClosedResourceError
+        data = memoryview((item.message.model_dump_json(by_alias=True, exclude_unset=True) + "\n").encode())
+        if self._lock.locked():
+            await self._lock.acquire()
+        else:
+            data = data[self._write_some(data):]
+            if not data:
+                return
+            self._lock.acquire_nowait()  # synchronous since the write: nobody got in between
+        try:
+            while data:
+                await anyio.wait_writable(self._fd)
+                data = data[self._write_some(data):]
+        finally:
+            self._lock.release()
+
+    def _write_some(self, data: memoryview) -> int:
+        try:
+            return os.write(self._fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError:  # the backend closed its stdin or exited
+            raise anyio.BrokenResourceError from None
+
+    async def aclose(self) -> None:
+        self._closed = True
+
+    async def __aenter__(self) -> LineWriter:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
+
+
+def _parse(line: bytes) -> SessionMessage | Exception:
+    try:
+        return SessionMessage(mcp_types.jsonrpc_message_adapter.validate_json(line, by_name=False))
+    except ValueError as exc:  # handed to the session, which reports it, as mcp's stdio client does
+        return exc
+
+
+class StdioLink(ClientTransport):
+    """A stdio backend for a FastMCP `Client`: one process per connection, stopped with its group."""
+
+    def __init__(self, command: str, args: list[str], *, env: dict[str, str], cwd: str | None,
+                 stderr: TextIO) -> None:
+        self.command, self.args, self.env, self.cwd, self.stderr = command, args, env, cwd, stderr
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def alive(self) -> bool:
+        """False once the process has exited, even if no request has noticed yet."""
+        return self._process is not None and self._process.poll() is None
+
+    @asynccontextmanager
+    async def connect_session(self, *, transport_options: TransportOptions | None = None,
+                              **session_kwargs: Any) -> AsyncIterator[ClientSession]:
+        session_class = (transport_options or TransportOptions()).session_class
+        process = subprocess.Popen(
+            [self.command, *self.args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+            env=get_default_environment() | self.env, cwd=self.cwd, start_new_session=True, bufsize=0)
+        assert process.stdin is not None and process.stdout is not None
+        self._process = process
+        stdin, stdout = process.stdin.fileno(), process.stdout.fileno()
+        os.set_blocking(stdin, False)
+        os.set_blocking(stdout, False)
+        try:
+            async with session_class(LineReader(stdout), LineWriter(stdin), **session_kwargs) as session:
+                yield session
+        finally:
+            with anyio.CancelScope(shield=True):
+                anyio.notify_closing(stdin)
+                process.stdin.close()  # end of input: a well-behaved server exits on it
+                await stop_process_group(process)
+                anyio.notify_closing(stdout)
+                process.stdout.close()
+
+    def __repr__(self) -> str:
+        return f"<StdioLink {self.command!r}>"
+
+
+async def stop_process_group(process: subprocess.Popen[bytes], grace: float = 0.5,
+                             patience: float = 1.0) -> None:
+    """Waits `grace` seconds for the backend's process group to end by itself, then SIGTERMs it
+    and after `patience` more seconds SIGKILLs it. The leader usually obeys the end of its input
+    within the grace; its children, which never see that, are what the signals are for."""
+    for sig, wait in ((None, grace), (signal.SIGTERM, patience), (signal.SIGKILL, patience)):
+        if sig is not None:
+            try:
+                os.killpg(process.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        with anyio.move_on_after(wait):
+            while True:
+                process.poll()  # reap the leader, or it stays in the group as a zombie
+                try:
+                    os.killpg(process.pid, 0)
+                except (ProcessLookupError, PermissionError):
+                    return
+                await anyio.sleep(0.02)
+    logger.warning("backend process group %d survived SIGKILL", process.pid)
