@@ -66,3 +66,24 @@ def build_index(entries: Iterable[tuple[str, str]], separator: str,
             exported = renamed
         index[exported] = (server, name)
     return index, collisions
+
+
+_URI = re.compile(r"^([^:/]+://)(.*)$", re.DOTALL)
+_NAMESPACED_URI = re.compile(r"^([^:/]+://)([A-Za-z0-9][A-Za-z0-9_-]*)/(.*)$|^([A-Za-z0-9][A-Za-z0-9_-]*)\+(.*)$",
+                             re.DOTALL)
+
+
+def namespace_uri(server: str, uri: str) -> str:
+    """`scheme://path` -> `scheme://server/path`, the scheme FastMCP's own namespacing uses."""
+    match = _URI.match(uri)
+    return f"{match.group(1)}{server}/{match.group(2)}" if match else f"{server}+{uri}"
+
+
+def split_uri(uri: str) -> tuple[str, str] | None:
+    """The inverse of `namespace_uri`: (server, the backend's own URI), or None."""
+    match = _NAMESPACED_URI.match(uri)
+    if match is None:
+        return None
+    if match.group(1) is not None:
+        return match.group(2), match.group(1) + match.group(3)
+    return match.group(4), match.group(5)

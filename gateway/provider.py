@@ -1,39 +1,32 @@
-"""Re-exports every backend's tools, resources and prompts under its namespace.
+"""Lists every backend's tools, resources and prompts under its namespace.
 
 One long-lived Provider reads the pool: components are rebuilt when the pool reports a change, so
-listing or resolving a tool during a call is a dict lookup and never a request to a backend.
+listing or resolving a tool is a dict lookup and never a request to a backend. Calls, reads and
+prompt renders of these components are answered by `gateway.fastpath` before FastMCP sees them;
+only tools keep a FastMCP run path, for a request the fast path leaves to FastMCP.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import mcp_types
 from fastmcp.prompts import Prompt
+from fastmcp.prompts.base import PromptArgument
 from fastmcp.resources import Resource, ResourceTemplate
 from fastmcp.server.providers import Provider
-from fastmcp.server.providers.proxy import ProxyPrompt, ProxyResource, ProxyTemplate
 from fastmcp.tools import Tool, ToolResult
 from fastmcp.utilities.versions import VersionSpec
 from pydantic import PrivateAttr
 
-from gateway.backends.backend import Backend
 from gateway.backends.pool import BackendPool
+from gateway.names import namespace_uri
 from gateway.relay import relay_call
-
-_URI = re.compile(r"^([^:]+://)(.*)$", re.DOTALL)
-
-
-def namespace_uri(server: str, uri: str) -> str:
-    """`scheme://path` -> `scheme://server/path`, the scheme FastMCP's own namespacing uses."""
-    match = _URI.match(uri)
-    return f"{match.group(1)}{server}/{match.group(2)}" if match else f"{server}+{uri}"
 
 
 class BackendTool(Tool):
-    """A backend tool as the gateway lists it; running it takes the pool's call path."""
+    """A backend tool as the gateway lists it."""
 
     _pool: BackendPool = PrivateAttr()
     _server: str = PrivateAttr()
@@ -63,8 +56,8 @@ class GatewayProvider(Provider):
         self._pool = pool
         self._redact = redact
         self._tools: dict[str, Tool] = {}
-        self._prompts: dict[str, Prompt] = {}
-        self._resources: dict[str, Resource] = {}
+        self._prompts: list[Prompt] = []
+        self._resources: list[Resource] = []
         self._templates: list[ResourceTemplate] = []
         pool.subscribe(self._rebuild)
 
@@ -81,25 +74,12 @@ class GatewayProvider(Provider):
             tools[exported] = tool
         self._tools = tools
 
-        prompts: dict[str, Prompt] = {}
         by_name = {(b.name, p.name): p for b in backends.values() for p in b.components.prompts}
-        for exported, (server, name) in pool.prompt_index.items():
-            prompt = ProxyPrompt.from_mcp_prompt(_client_factory(backends[server]), by_name[server, name])
-            prompts[exported] = prompt.model_copy(update={"name": exported})
-        self._prompts = prompts
-
-        resources: dict[str, Resource] = {}
-        templates: list[ResourceTemplate] = []
-        for backend in backends.values():
-            factory = _client_factory(backend)
-            for res in backend.components.resources:
-                uri = namespace_uri(backend.name, str(res.uri))
-                resources[uri] = ProxyResource.from_mcp_resource(factory, res).model_copy(update={"uri": uri})
-            for tpl in backend.components.templates:
-                template = ProxyTemplate.from_mcp_template(factory, tpl)
-                templates.append(template.model_copy(
-                    update={"uri_template": namespace_uri(backend.name, tpl.uri_template)}))
-        self._resources, self._templates = resources, templates
+        self._prompts = [_listed_prompt(exported, by_name[key]) for exported, key in pool.prompt_index.items()]
+        self._resources = [_listed_resource(namespace_uri(b.name, str(r.uri)), r)
+                           for b in backends.values() for r in b.components.resources]
+        self._templates = [_listed_template(namespace_uri(b.name, t.uri_template), t)
+                           for b in backends.values() for t in b.components.templates]
 
     def tool(self, name: str) -> Tool | None:
         return self._tools.get(name)
@@ -111,22 +91,29 @@ class GatewayProvider(Provider):
         return self._tools.get(name)
 
     async def _list_prompts(self) -> Sequence[Prompt]:
-        return list(self._prompts.values())
-
-    async def _get_prompt(self, name: str, version: VersionSpec | None = None) -> Prompt | None:
-        return self._prompts.get(name)
+        return self._prompts
 
     async def _list_resources(self) -> Sequence[Resource]:
-        return list(self._resources.values())
-
-    async def _get_resource(self, uri: str, version: VersionSpec | None = None) -> Resource | None:
-        return self._resources.get(uri)
+        return self._resources
 
     async def _list_resource_templates(self) -> Sequence[ResourceTemplate]:
-        return list(self._templates)
+        return self._templates
 
 
-def _client_factory(backend: Backend):
-    async def factory():
-        return await backend.ready_client()
-    return factory
+def _listed_resource(uri: str, source: mcp_types.Resource) -> Resource:
+    return Resource(uri=uri, name=source.name, title=source.title, description=source.description,
+                    mime_type=source.mime_type or "text/plain", icons=source.icons,
+                    annotations=source.annotations, meta=source.meta)
+
+
+def _listed_template(uri_template: str, source: mcp_types.ResourceTemplate) -> ResourceTemplate:
+    return ResourceTemplate(uri_template=uri_template, name=source.name, title=source.title,
+                            description=source.description, mime_type=source.mime_type or "text/plain",
+                            icons=source.icons, annotations=source.annotations, parameters={}, meta=source.meta)
+
+
+def _listed_prompt(name: str, source: mcp_types.Prompt) -> Prompt:
+    arguments = [PromptArgument(name=a.name, description=a.description, required=a.required or False)
+                 for a in source.arguments or ()]
+    return Prompt(name=name, title=source.title, description=source.description, arguments=arguments,
+                  icons=source.icons, meta=source.meta)

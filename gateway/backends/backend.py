@@ -12,21 +12,21 @@ from typing import Any
 import anyio
 import jsonschema
 import mcp_types
-from fastmcp import Client
-from fastmcp.client.logging import LogMessage
-from fastmcp.client.messages import MessageHandler
-from mcp import MCPError
+from mcp import ClientSession, MCPError
+from mcp.client import Transport
 from pydantic import ValidationError
 
-from gateway.backends.errors import (BackendError, BackendUnavailable, CallTimeout, InvalidParams, ResultTooLarge,
-                                     UnknownTool)
+from gateway.backends.connection import Connection, client_for
+from gateway.backends.errors import (BackendError, BackendRejected, BackendUnavailable, CallTimeout, InvalidParams,
+                                     ResultTooLarge, UnknownTool)
 from gateway.backends.stdio_link import StdioLink
 from gateway.backends.transports import StderrTail, make_transport
-from gateway.backends.wire import result_size, send_tool_call
+from gateway.backends.wire import result_size, send_request
 from gateway.config import ServerSpec
 
 logger = logging.getLogger("gateway.backends")
 
+LogMessage = mcp_types.LoggingMessageNotificationParams
 ProgressHandler = Callable[[float, float | None, str | None], Awaitable[None]]
 LogSink = Callable[[LogMessage], Awaitable[None]]
 
@@ -98,21 +98,20 @@ def _describe_exception(exc: BaseException) -> str:
     return text.removeprefix("Client failed to connect: ")
 
 
-class _ListChanged(MessageHandler):
-    """Re-lists a backend's components when it says they changed."""
+_LIST_CHANGED = (mcp_types.ToolListChangedNotification, mcp_types.ResourceListChangedNotification,
+                 mcp_types.PromptListChangedNotification)
 
-    def __init__(self, refresh: Callable[[], None]) -> None:
-        super().__init__()
-        self._refresh = refresh
 
-    async def on_tool_list_changed(self, message: Any) -> None:
-        self._refresh()
-
-    async def on_resource_list_changed(self, message: Any) -> None:
-        self._refresh()
-
-    async def on_prompt_list_changed(self, message: Any) -> None:
-        self._refresh()
+async def _all_pages(fetch: Callable[[str | None], Awaitable[Any]], field_name: str) -> list[Any]:
+    items: list[Any] = []
+    cursor: str | None = None
+    for _ in range(100):  # a backend that pages forever gets its first 100 pages listed
+        page = await fetch(cursor)
+        items += getattr(page, field_name)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    return items
 
 
 class Backend:
@@ -133,7 +132,8 @@ class Backend:
         self.ever_ready = False
         self._on_change = on_change
         self._spawn = spawn  # starts a background task in the pool's task group
-        self._client: Client | None = None
+        self._connection: Connection | None = None
+        self._transport: Transport | None = None
         self._lock = anyio.Lock()
         self._restarted: anyio.Event | None = None  # set when the running restart ends
         self._log_sinks: list[LogSink] = []
@@ -143,33 +143,35 @@ class Backend:
 
     # -- connection ---------------------------------------------------------------------------
 
-    def _new_client(self) -> Client:
+    def _new_connection(self) -> Connection:
+        async def on_message(message: Any) -> None:
+            if isinstance(message, _LIST_CHANGED):
+                self._spawn(self.refresh)
+
+        self._transport = make_transport(self.spec, self.stderr)
         # Tool calls pass their own timeout; this default bounds everything else (listing, resource
         # reads, prompts), which must not fail just because a server's call timeout is short.
-        client = Client(make_transport(self.spec, self.stderr), name=f"gateway-{self.name}",
-                        timeout=max(self.call_timeout, self.connect_timeout),
-                        init_timeout=self.connect_timeout,
-                        log_handler=self._forward_log,
-                        message_handler=_ListChanged(lambda: self._spawn(self.refresh)))
-        return client
+        client = client_for(self._transport, self.name, read_timeout_seconds=max(self.call_timeout, self.connect_timeout),
+                            logging_callback=self._forward_log, message_handler=on_message)
+        return Connection(client, self._spawn)
 
     async def connect(self) -> None:
         """Starts (or restarts) the session and lists the backend's components."""
         async with self._lock:
             if self.state is State.ready and self._alive():
                 return
-            await self._drop_client()
+            await self._drop_connection()
             self.state = State.connecting
             if self.stderr is not None:
                 self.stderr.clear()  # quote only this attempt's output if it fails
-            client = self._new_client()
+            connection = self._new_connection()
             try:
                 with anyio.fail_after(self.connect_timeout):
-                    await client.__aenter__()
-                    components = await self._list_components(client)
+                    await connection.open()
+                    components = await self._list_components(connection.session)
             except Exception as exc:
                 with anyio.CancelScope(shield=True):
-                    await self._close(client)
+                    await self._close(connection)
                     # let the last stderr lines of a dying process arrive before we quote them
                     await anyio.sleep(0.05)
                 self._record_failure(f"could not connect: {_describe_exception(exc)}"
@@ -179,9 +181,9 @@ class Backend:
                 raise BackendUnavailable(f"server '{self.name}' {self.last_error}") from None
             except BaseException:
                 with anyio.CancelScope(shield=True):
-                    await self._close(client)
+                    await self._close(connection)
                 raise
-            self._client = client
+            self._connection = connection
             self.components = components
             self.state = State.ready
             self.failures = 0
@@ -200,15 +202,19 @@ class Backend:
         delay = 0.0 if first_loss else min(0.5 * 2 ** (self.failures - 1), MAX_BACKOFF)
         self.retry_at = time.monotonic() + delay
 
-    async def _list_components(self, client: Client) -> Components:
-        caps = client.server_capabilities
-        tools = await client.list_tools()
+    async def _list_components(self, session: ClientSession) -> Components:
+        caps = session.server_capabilities
+        tools = await _all_pages(lambda c: session.list_tools(params=_page(c)), "tools")
         found = Components(tools={t.name: ToolEntry(t, _validator(t.input_schema)) for t in tools})
         if caps is not None and caps.resources is not None:
-            found.resources = await self._optional(client.list_resources, "resources")
-            found.templates = await self._optional(client.list_resource_templates, "resource templates")
+            found.resources = await self._optional(
+                lambda: _all_pages(lambda c: session.list_resources(params=_page(c)), "resources"), "resources")
+            found.templates = await self._optional(
+                lambda: _all_pages(lambda c: session.list_resource_templates(params=_page(c)), "resource_templates"),
+                "resource templates")
         if caps is not None and caps.prompts is not None:
-            found.prompts = await self._optional(client.list_prompts, "prompts")
+            found.prompts = await self._optional(
+                lambda: _all_pages(lambda c: session.list_prompts(params=_page(c)), "prompts"), "prompts")
         return found
 
     async def _optional(self, fetch: Callable[[], Awaitable[list[Any]]], what: str) -> list[Any]:
@@ -222,12 +228,12 @@ class Backend:
 
     async def refresh(self) -> None:
         """Re-lists components after the backend said they changed."""
-        client = self._client
-        if client is None or self.state is not State.ready:
+        connection = self._connection
+        if connection is None or self.state is not State.ready:
             return
         try:
             with anyio.fail_after(self.connect_timeout):
-                self.components = await self._list_components(client)
+                self.components = await self._list_components(connection.session)
         except Exception as exc:
             logger.warning("server '%s': refreshing its tool list failed: %s", self.name,
                            _describe_exception(exc))
@@ -235,12 +241,10 @@ class Backend:
         self._on_change(self)
 
     def _alive(self) -> bool:
-        client = self._client
-        if client is None:
+        if self._connection is None:
             return False
-        transport = client.transport
         # A stdio backend is known dead as soon as its process exits, before any request fails.
-        return not isinstance(transport, StdioLink) or transport.alive
+        return not isinstance(self._transport, StdioLink) or self._transport.alive
 
     def refresh_state(self) -> State:
         if self.state is State.ready and not self._alive():
@@ -248,35 +252,32 @@ class Backend:
             self._on_change(self)
         return self.state
 
-    async def _drop_client(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
+    async def _drop_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
             with anyio.CancelScope(shield=True):
-                await self._close(client)
+                await self._close(connection)
 
-    async def _close(self, client: Client) -> None:
+    async def _close(self, connection: Connection) -> None:
         with anyio.move_on_after(8):
-            try:
-                await client.close()
-            except Exception as exc:  # a half-dead transport may complain while closing
-                logger.debug("server '%s': error while closing: %s", self.name, exc)
+            await connection.close()
 
     async def aclose(self) -> None:
         self.state = State.stopped
-        await self._drop_client()
+        await self._drop_connection()
         if self.stderr is not None:
             self.stderr.close()
 
     # -- calls --------------------------------------------------------------------------------
 
-    async def ready_client(self, wait: float | None = None) -> Client:
+    async def ready_connection(self, wait: float | None = None) -> Connection:
         """The live session, restarting the backend if it is down and its backoff has passed.
 
         A restart runs in the pool's task group; the caller waits for it at most `wait` seconds (its
         own timeout), so a slow start neither breaks the caller's bound nor is cut short by it.
         """
-        if self.refresh_state() is State.ready and self._client is not None:
-            return self._client
+        if self.refresh_state() is State.ready and self._connection is not None:
+            return self._connection
         if self.state is State.stopped:
             raise BackendUnavailable(f"server '{self.name}' was removed")
         if self.state is not State.connecting:
@@ -302,15 +303,15 @@ class Backend:
         bound = wait if wait is not None else self.connect_timeout
         with anyio.move_on_after(bound):
             await restarted.wait()
-        if self.state is State.ready and self._client is not None:
-            return self._client
+        if self.state is State.ready and self._connection is not None:
+            return self._connection
         if self.state is State.connecting:
             raise CallTimeout(f"server '{self.name}' is still starting after {bound:g}s; try again shortly")
         raise BackendUnavailable(f"server '{self.name}' is {self.state.value}: {self.last_error}")
 
     @property
     def protocol_version(self) -> str | None:
-        return self._client.protocol_version if self._client is not None else None
+        return self._connection.session.protocol_version if self._connection is not None else None
 
     def tool_entry(self, tool: str) -> ToolEntry:
         entry = self.components.tools.get(tool)
@@ -344,56 +345,61 @@ class Backend:
     async def call_raw(self, tool: str, args: dict[str, Any], *, timeout: float | None = None,
                        progress: ProgressHandler | None = None, log: LogSink | None = None) -> dict[str, Any]:
         """A tool call's result as the backend sent it; the caller validates it for its own use."""
-        limit = timeout or self.call_timeout
-        client = await self.ready_client(limit)
+        await self.ready_connection(timeout or self.call_timeout)  # a down backend says so first
         self.check_params(tool, args)
+        result = await self.request("tools/call", {"name": tool, "arguments": args}, what=f"the call to '{tool}'",
+                                    timeout=timeout, progress=progress, log=log)
+        if result.get("resultType", "complete") != "complete":
+            raise BackendError(f"server '{self.name}' answered '{tool}' with a '{result.get('resultType')}' "
+                               f"result (it asks the caller for input), which the gateway does not relay")
+        size = result_size(result)
+        if size > self.max_result_bytes:
+            raise ResultTooLarge(f"the result of '{tool}' on server '{self.name}' is {size:,} bytes, over "
+                                 f"the gateway's limit of {self.max_result_bytes:,} "
+                                 f"(gateway.max_result_bytes). Ask the tool for less data.")
+        return result
+
+    async def request(self, method: str, params: dict[str, Any], *, what: str, timeout: float | None = None,
+                      progress: ProgressHandler | None = None, log: LogSink | None = None) -> dict[str, Any]:
+        """One request, its result as the backend sent it. `what` names it in errors ("the call to 'x'")."""
+        limit = timeout or self.call_timeout
+        connection = await self.ready_connection(limit)
         if log is not None:
             self._log_sinks.append(log)
         try:
-            result = await send_tool_call(client.session, tool, args, timeout=limit, progress=progress)
-            if result.get("resultType", "complete") != "complete":
-                raise BackendError(f"server '{self.name}' answered '{tool}' with a "
-                                   f"'{result.get('resultType')}' result (it asks the caller for input), "
-                                   f"which the gateway does not relay")
-            size = result_size(result)
-            if size > self.max_result_bytes:
-                raise ResultTooLarge(f"the result of '{tool}' on server '{self.name}' is {size:,} bytes, over "
-                                     f"the gateway's limit of {self.max_result_bytes:,} "
-                                     f"(gateway.max_result_bytes). Ask the tool for less data.")
-            return result
+            return await send_request(connection.session, method, params, timeout=limit, progress=progress)
         except MCPError as exc:
             if exc.error.code == mcp_types.REQUEST_TIMEOUT:
-                raise CallTimeout(f"call to '{tool}' on server '{self.name}' timed out after {limit:g}s "
+                raise CallTimeout(f"{what} on server '{self.name}' timed out after {limit:g}s "
                                   f"(the backend was told to cancel it). Retry with a larger "
                                   f"'timeout' if the tool needs more time.") from None
             if exc.error.code != mcp_types.CONNECTION_CLOSED:
-                raise BackendError(f"server '{self.name}' rejected the call to '{tool}': "
-                                   f"{exc.error.message}") from None
-            await self._lost(client, exc)
+                raise BackendRejected(exc.error.code, f"server '{self.name}' rejected {what}: "
+                                                      f"{exc.error.message}") from None
+            await self._lost(connection, exc)
         except (anyio.get_cancelled_exc_class(), BackendError):
             raise
         except Exception as exc:
-            await self._lost(client, exc)
+            await self._lost(connection, exc)
         finally:
             if log is not None:
                 self._log_sinks.remove(log)
         if self.state is State.stopped:
-            raise BackendUnavailable(f"server '{self.name}' was removed while the call to '{tool}' "
-                                     f"was in flight")
-        raise BackendUnavailable(f"server '{self.name}' lost its connection during the call to "
-                                 f"'{tool}': {self.last_error}. It is restarted on the next call.")
+            raise BackendUnavailable(f"server '{self.name}' was removed while {what} was in flight")
+        raise BackendUnavailable(f"server '{self.name}' lost its connection during {what}: "
+                                 f"{self.last_error}. It is restarted on the next call.")
 
-    async def _lost(self, client: Client, exc: BaseException) -> None:
+    async def _lost(self, connection: Connection, exc: BaseException) -> None:
         """A call found its session dead. Only that session is dropped, and the loss counted once:
         calls that were in flight on it fail one after another, maybe after a restart."""
         async with self._lock:
-            if self._client is not client:
+            if self._connection is not connection:
                 return  # already dropped, or replaced by a restarted session
             with anyio.CancelScope(shield=True):
                 await anyio.sleep(0.05)  # let the dying process's last stderr lines arrive
             if self.state is State.ready:  # refresh_state may have counted this loss meanwhile
                 self._record_failure(f"connection lost ({_describe_exception(exc)})")
-            await self._drop_client()
+            await self._drop_connection()
         self._on_change(self)
 
     async def _forward_log(self, message: LogMessage) -> None:
@@ -403,3 +409,7 @@ class Backend:
             await self._log_sinks[-1](message)
         else:
             logger.info("[%s] %s: %s", self.name, message.level, message.data)
+
+
+def _page(cursor: str | None) -> mcp_types.PaginatedRequestParams | None:
+    return mcp_types.PaginatedRequestParams(cursor=cursor) if cursor else None

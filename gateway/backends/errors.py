@@ -31,3 +31,11 @@ class RegistrationError(BackendError):
 
 class ResultTooLarge(BackendError):
     pass
+
+
+class BackendRejected(BackendError):
+    """The backend answered with a JSON-RPC error; `code` is its code."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code

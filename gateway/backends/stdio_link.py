@@ -14,15 +14,10 @@ import logging
 import os
 import signal
 import subprocess
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any, TextIO
+from typing import TextIO
 
 import anyio
 import mcp_types
-from fastmcp.client.transports import ClientTransport
-from fastmcp.client.transports.base import TransportOptions
-from mcp import ClientSession
 from mcp.client.stdio import get_default_environment
 from mcp.shared.message import SessionMessage
 
@@ -138,8 +133,8 @@ def _parse(line: bytes) -> SessionMessage | Exception:
         return exc
 
 
-class StdioLink(ClientTransport):
-    """A stdio backend for a FastMCP `Client`: one process per connection, stopped with its group."""
+class StdioLink:
+    """A stdio backend as an mcp client transport: one process, stopped with its group on exit."""
 
     def __init__(self, command: str, args: list[str], *, env: dict[str, str], cwd: str | None,
                  stderr: TextIO) -> None:
@@ -151,28 +146,24 @@ class StdioLink(ClientTransport):
         """False once the process has exited, even if no request has noticed yet."""
         return self._process is not None and self._process.poll() is None
 
-    @asynccontextmanager
-    async def connect_session(self, *, transport_options: TransportOptions | None = None,
-                              **session_kwargs: Any) -> AsyncIterator[ClientSession]:
-        session_class = (transport_options or TransportOptions()).session_class
-        process = subprocess.Popen(
+    async def __aenter__(self) -> tuple[LineReader, LineWriter]:
+        process = self._process = subprocess.Popen(
             [self.command, *self.args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
             env=get_default_environment() | self.env, cwd=self.cwd, start_new_session=True, bufsize=0)
         assert process.stdin is not None and process.stdout is not None
-        self._process = process
-        stdin, stdout = process.stdin.fileno(), process.stdout.fileno()
-        os.set_blocking(stdin, False)
-        os.set_blocking(stdout, False)
-        try:
-            async with session_class(LineReader(stdout), LineWriter(stdin), **session_kwargs) as session:
-                yield session
-        finally:
-            with anyio.CancelScope(shield=True):
-                anyio.notify_closing(stdin)
-                process.stdin.close()  # end of input: a well-behaved server exits on it
-                await stop_process_group(process)
-                anyio.notify_closing(stdout)
-                process.stdout.close()
+        os.set_blocking(process.stdin.fileno(), False)
+        os.set_blocking(process.stdout.fileno(), False)
+        return LineReader(process.stdout.fileno()), LineWriter(process.stdin.fileno())
+
+    async def __aexit__(self, *_exc: object) -> None:
+        process = self._process
+        assert process is not None and process.stdin is not None and process.stdout is not None
+        with anyio.CancelScope(shield=True):
+            anyio.notify_closing(process.stdin.fileno())
+            process.stdin.close()  # end of input: a well-behaved server exits on it
+            await stop_process_group(process)
+            anyio.notify_closing(process.stdout.fileno())
+            process.stdout.close()
 
     def __repr__(self) -> str:
         return f"<StdioLink {self.command!r}>"

@@ -1,13 +1,18 @@
-"""Server spec -> FastMCP client transport, plus a bounded tail of a stdio backend's stderr."""
+"""Server spec -> mcp client transport, plus a bounded tail of a stdio backend's stderr."""
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import TextIO
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, TextIO
 
 import anyio
-from fastmcp.client.transports import ClientTransport, SSETransport, StreamableHttpTransport
+import httpx2
+from mcp.client import Transport
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
 
 from gateway.backends.stdio_link import StdioLink
 from gateway.config import ServerSpec
@@ -62,13 +67,21 @@ class StderrTail:
         self.file.close()
 
 
-def make_transport(spec: ServerSpec, stderr: StderrTail | None) -> ClientTransport:
+def make_transport(spec: ServerSpec, stderr: StderrTail | None) -> Transport:
+    """An mcp client transport for the spec: an async context manager of (read, write) streams."""
     kind = spec.kind
     if kind == "stdio":
-        assert spec.command is not None
-        assert stderr is not None
+        assert spec.command is not None and stderr is not None
         return StdioLink(spec.command, list(spec.args), env=dict(spec.env), cwd=spec.cwd, stderr=stderr.file)
     assert spec.url is not None
     if kind == "sse":
-        return SSETransport(spec.url, headers=spec.http_headers())
-    return StreamableHttpTransport(spec.url, headers=spec.http_headers())
+        return sse_client(spec.url, headers=spec.http_headers())
+    return _streamable_http(spec.url, spec.http_headers())
+
+
+@asynccontextmanager
+async def _streamable_http(url: str, headers: dict[str, str]) -> AsyncIterator[Any]:
+    # mcp's defaults for its own client: 30 s to connect, responses may stream for 300 s
+    async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=300.0)) as http, \
+            streamable_http_client(url, http_client=http) as streams:
+        yield streams
