@@ -7,16 +7,16 @@ undefined names are errors, so templates can read data but never run code or cha
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes
-from jinja2.exceptions import TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+if TYPE_CHECKING:
+    from jinja2 import nodes
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-_ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 _WHOLE = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}\s*$", re.DOTALL)
 
 
@@ -39,7 +39,18 @@ class Compiled:
     dynamic: bool  # False when the value holds no template at all
 
 
+@functools.cache
+def _env() -> ImmutableSandboxedEnvironment:
+    # Jinja2 is loaded on first use: a gateway without templated pipelines never pays its memory.
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    return ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+
 def _collect(tree: nodes.Node, refs: Refs) -> None:
+    from jinja2 import nodes
+
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
         target = node.node
         if not isinstance(target, nodes.Name):
@@ -54,12 +65,14 @@ def _collect(tree: nodes.Node, refs: Refs) -> None:
 
 
 def _compile_string(text: str, where: str) -> Compiled:
-    refs = Refs()
+    from jinja2 import TemplateSyntaxError, Undefined
+
+    env, refs = _env(), Refs()
     try:
         whole = _WHOLE.match(text)
         if whole:
-            expression = _ENV.compile_expression(whole.group("expr"), undefined_to_none=False)
-            _collect(_ENV.parse("{{" + whole.group("expr") + "}}"), refs)
+            expression = env.compile_expression(whole.group("expr"), undefined_to_none=False)
+            _collect(env.parse("{{" + whole.group("expr") + "}}"), refs)
 
             def render(context: dict[str, Any]) -> Any:
                 value = _evaluate(lambda: expression(**context), where)
@@ -67,8 +80,8 @@ def _compile_string(text: str, where: str) -> Compiled:
                     raise TemplateProblem(f"{where}: {value._undefined_message}")
                 return value
         else:
-            template = _ENV.from_string(text)
-            _collect(_ENV.parse(text), refs)
+            template = env.from_string(text)
+            _collect(env.parse(text), refs)
 
             def render(context: dict[str, Any]) -> Any:
                 return _evaluate(lambda: template.render(**context), where)
@@ -78,6 +91,8 @@ def _compile_string(text: str, where: str) -> Compiled:
 
 
 def _evaluate(fn: Callable[[], Any], where: str) -> Any:
+    from jinja2.exceptions import TemplateError
+
     try:
         return fn()
     except TemplateError as exc:
