@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 from enum import Enum
+from ipaddress import ip_address
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ os.environ.setdefault("FASTMCP_LOG_LEVEL", "CRITICAL")
 import anyio
 import typer
 
+from gateway.backends.process import Started, kill_unused, start_ahead
 from gateway.config import ConfigError, GatewayConfig, load_config
 
 if TYPE_CHECKING:
@@ -58,14 +60,14 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 async def _serve(config: GatewayConfig, pipelines: Path, transport: Transport, host: str, port: int,
-                 path: str | None, allow_any_command: bool, tokens: list[str]) -> None:
+                 path: str | None, allow_any_command: bool, tokens: list[str], started: dict[str, Started]) -> None:
     from fastmcp.server.http import HostOriginGuardMiddleware
     from starlette.middleware import Middleware
 
     from gateway.http import TokenAuth
     from gateway.server import running_gateway
 
-    async with running_gateway(config, pipelines, allow_any_command=allow_any_command) as mcp:
+    async with running_gateway(config, pipelines, allow_any_command=allow_any_command, started=started) as mcp:
         if transport is Transport.stdio:
             await _serve_stdio(mcp)
         else:
@@ -149,8 +151,6 @@ def serve(
         config = load_config(auto_register) if auto_register else GatewayConfig()
     except ConfigError as exc:
         _fail(str(exc))
-    from gateway.http import is_loopback
-
     tokens = [*auth_token, *config.gateway.auth_tokens,
               *filter(None, (t.strip() for t in os.environ.get("GATEWAY_AUTH_TOKENS", "").split(",")))]
     if transport is not Transport.stdio and not tokens and not no_auth and not is_loopback(host):
@@ -159,13 +159,27 @@ def serve(
     if allow_any_command or config.gateway.allow_any_command:
         logging.getLogger("gateway").warning(
             "any command may be registered at runtime (--allow-any-command): clients can run anything")
+    # The configured stdio backends start now, before the MCP stack is imported: their start-up,
+    # usually the longest part of the gateway's, overlaps ours.
+    started = start_ahead(config.mcpServers)
     try:
         anyio.run(_serve, config, _pipelines_dir(pipelines, auto_register), transport, host, port, path,
-                  allow_any_command, tokens, backend_options={"use_uvloop": os.environ.get("GW_UVLOOP") == "1"})
+                  allow_any_command, tokens, started)
     except KeyboardInterrupt:
         pass
     except OSError as exc:
         _fail(f"cannot serve: {exc}", 1)
+    finally:
+        kill_unused(started)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _pipelines_dir(given: Path | None, config: Path | None) -> Path:

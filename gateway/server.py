@@ -12,6 +12,7 @@ import anyio
 from fastmcp import FastMCP
 
 from gateway.backends.pool import BackendPool
+from gateway.backends.process import Started
 from gateway.config import GatewayConfig, ServerSpec
 from gateway.control import CONTROL_TOOLS, add_control_tools, servers_report
 from gateway.fastpath import FastRelay
@@ -90,8 +91,10 @@ def build_gateway(config: GatewayConfig, pool: BackendPool, registry: PipelineRe
 
 @asynccontextmanager
 async def running_gateway(config: GatewayConfig, pipelines_dir: Path | None = None, *,
-                          allow_any_command: bool = False) -> AsyncIterator[FastMCP]:
-    """The gateway with its pool and pipeline directory; leaving the block stops every backend."""
+                          allow_any_command: bool = False,
+                          started: dict[str, Started] | None = None) -> AsyncIterator[FastMCP]:
+    """The gateway with its pool and pipeline directory; leaving the block stops every backend.
+    `started` holds config backends whose processes the CLI started ahead."""
     redact = Redactor()
     redact.add(config.secret_values())
     log_filter = RedactingFilter(redact)
@@ -100,7 +103,7 @@ async def running_gateway(config: GatewayConfig, pipelines_dir: Path | None = No
     registry = PipelineRegistry(pipelines_dir)
     registry.refresh()
     state = StateFile(config.state_path())
-    async with BackendPool(config.gateway, reserved_names=CONTROL_TOOLS) as pool, \
+    async with BackendPool(config.gateway, reserved_names=CONTROL_TOOLS, started=started) as pool, \
             anyio.create_task_group() as tg:
         mcp, sessions = build_gateway(config, pool, registry, state, redact,
                                       allow_any_command=allow_any_command)

@@ -20,7 +20,8 @@ from gateway.backends.connection import Connection, client_for
 from gateway.backends.errors import (BackendError, BackendRejected, BackendUnavailable, CallTimeout, InvalidParams,
                                      ResultTooLarge, UnknownTool)
 from gateway.backends.stdio_link import StdioLink
-from gateway.backends.transports import StderrTail, make_transport
+from gateway.backends.process import StderrTail, Started
+from gateway.backends.transports import make_transport
 from gateway.backends.wire import result_size, send_request
 from gateway.config import ServerSpec
 
@@ -117,7 +118,7 @@ async def _all_pages(fetch: Callable[[str | None], Awaitable[Any]], field_name: 
 class Backend:
     def __init__(self, name: str, spec: ServerSpec, *, call_timeout: float, connect_timeout: float,
                  max_result_bytes: int, on_change: Callable[[Backend], None], spawn: Callable[..., None],
-                 runtime: bool = False) -> None:
+                 runtime: bool = False, started: Started | None = None) -> None:
         self.name = name
         self.spec = spec
         self.runtime = runtime
@@ -137,7 +138,8 @@ class Backend:
         self._lock = anyio.Lock()
         self._restarted: anyio.Event | None = None  # set when the running restart ends
         self._log_sinks: list[LogSink] = []
-        self.stderr = StderrTail(name) if spec.kind == "stdio" else None
+        self._started = started.process if started else None  # a process started ahead, for the first session
+        self.stderr = started.stderr if started else StderrTail(name) if spec.kind == "stdio" else None
         if self.stderr is not None:
             spawn(self.stderr.pump)
 
@@ -148,7 +150,8 @@ class Backend:
             if isinstance(message, _LIST_CHANGED):
                 self._spawn(self.refresh)
 
-        self._transport = make_transport(self.spec, self.stderr)
+        process, self._started = self._started, None
+        self._transport = make_transport(self.spec, self.stderr, process)
         # Tool calls pass their own timeout; this default bounds everything else (listing, resource
         # reads, prompts), which must not fail just because a server's call timeout is short.
         client = client_for(self._transport, self.name, read_timeout_seconds=max(self.call_timeout, self.connect_timeout),

@@ -12,6 +12,7 @@ import mcp_types
 
 from gateway.backends.backend import Backend, LogSink, ProgressHandler
 from gateway.backends.errors import BackendUnavailable, RegistrationError, UnknownServer
+from gateway.backends.process import Started, kill_unused
 from gateway.config import GatewaySettings, ServerSpec
 from gateway.names import build_index, check_server_name
 
@@ -23,8 +24,10 @@ CLOSE_TIMEOUT = 5.0
 class BackendPool:
     """Owns every backend session. Use as `async with BackendPool(settings) as pool:`."""
 
-    def __init__(self, settings: GatewaySettings, reserved_names: Iterable[str] = ()) -> None:
+    def __init__(self, settings: GatewaySettings, reserved_names: Iterable[str] = (),
+                 started: dict[str, Started] | None = None) -> None:
         self.settings = settings
+        self._started = dict(started or {})  # processes started ahead of their backend (see cli)
         self.reserved_names = frozenset(reserved_names)
         self._backends: dict[str, Backend] = {}
         self._listeners: list[Callable[[], None]] = []
@@ -41,6 +44,7 @@ class BackendPool:
 
     async def __aexit__(self, *exc_info: Any) -> None:
         try:
+            kill_unused(self._started)
             await self.aclose()
         finally:
             assert self._tg is not None
@@ -82,7 +86,8 @@ class BackendPool:
         backend = Backend(name, spec, call_timeout=self.settings.call_timeout,
                           connect_timeout=self.settings.connect_timeout,
                           max_result_bytes=self.settings.max_result_bytes,
-                          on_change=self._changed, spawn=self._spawn, runtime=runtime)
+                          on_change=self._changed, spawn=self._spawn, runtime=runtime,
+                          started=None if runtime else self._started.pop(name, None))
         self._backends[name] = backend  # claims the name at once; visible as "connecting"
         try:
             await backend.connect()

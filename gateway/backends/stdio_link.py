@@ -10,18 +10,15 @@ stops the backend's whole process group, children included.
 
 from __future__ import annotations
 
-import logging
 import os
-import signal
 import subprocess
-from typing import TextIO
 
 import anyio
 import mcp_types
-from mcp.client.stdio import get_default_environment
 from mcp.shared.message import SessionMessage
 
-logger = logging.getLogger("gateway.backends")
+from gateway.backends.process import StderrTail, spawn, stop_process_group
+from gateway.config import ServerSpec
 
 READ_CHUNK = 1 << 20
 
@@ -136,10 +133,9 @@ def _parse(line: bytes) -> SessionMessage | Exception:
 class StdioLink:
     """A stdio backend as an mcp client transport: one process, stopped with its group on exit."""
 
-    def __init__(self, command: str, args: list[str], *, env: dict[str, str], cwd: str | None,
-                 stderr: TextIO) -> None:
-        self.command, self.args, self.env, self.cwd, self.stderr = command, args, env, cwd, stderr
-        self._process: subprocess.Popen[bytes] | None = None
+    def __init__(self, spec: ServerSpec, stderr: StderrTail, process: subprocess.Popen[bytes] | None = None) -> None:
+        self.spec, self.stderr = spec, stderr
+        self._process = process  # one started ahead, or None to start one on entry
 
     @property
     def alive(self) -> bool:
@@ -147,12 +143,8 @@ class StdioLink:
         return self._process is not None and self._process.poll() is None
 
     async def __aenter__(self) -> tuple[LineReader, LineWriter]:
-        process = self._process = subprocess.Popen(
-            [self.command, *self.args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
-            env=get_default_environment() | self.env, cwd=self.cwd, start_new_session=True, bufsize=0)
+        process = self._process = self._process or spawn(self.spec, self.stderr)
         assert process.stdin is not None and process.stdout is not None
-        os.set_blocking(process.stdin.fileno(), False)
-        os.set_blocking(process.stdout.fileno(), False)
         return LineReader(process.stdout.fileno()), LineWriter(process.stdin.fileno())
 
     async def __aexit__(self, *_exc: object) -> None:
@@ -166,26 +158,4 @@ class StdioLink:
             process.stdout.close()
 
     def __repr__(self) -> str:
-        return f"<StdioLink {self.command!r}>"
-
-
-async def stop_process_group(process: subprocess.Popen[bytes], grace: float = 0.5,
-                             patience: float = 1.0) -> None:
-    """Waits `grace` seconds for the backend's process group to end by itself, then SIGTERMs it
-    and after `patience` more seconds SIGKILLs it. The leader usually obeys the end of its input
-    within the grace; its children, which never see that, are what the signals are for."""
-    for sig, wait in ((None, grace), (signal.SIGTERM, patience), (signal.SIGKILL, patience)):
-        if sig is not None:
-            try:
-                os.killpg(process.pid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
-        with anyio.move_on_after(wait):
-            while True:
-                process.poll()  # reap the leader, or it stays in the group as a zombie
-                try:
-                    os.killpg(process.pid, 0)
-                except (ProcessLookupError, PermissionError):
-                    return
-                await anyio.sleep(0.02)
-    logger.warning("backend process group %d survived SIGKILL", process.pid)
+        return f"<StdioLink {self.spec.command!r}>"
