@@ -164,13 +164,21 @@ def serve(
     started = start_ahead(config.mcpServers)
     try:
         anyio.run(_serve, config, _pipelines_dir(pipelines, auto_register), transport, host, port, path,
-                  allow_any_command, tokens, started)
+                  allow_any_command, tokens, started, backend_options={"use_uvloop": _has_uvloop()})
     except KeyboardInterrupt:
         pass
     except OSError as exc:
         _fail(f"cannot serve: {exc}", 1)
     finally:
         kill_unused(started)
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def is_loopback(host: str) -> bool:
