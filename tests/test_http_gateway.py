@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,8 +15,8 @@ import pytest
 from fastmcp import Client
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from conftest import (MODES, PYTHON, TESTING_SERVER, Notifications, backend_spec, free_port, gateway_env,
-                      http_gateway, port_open, stdio_client, text_of, wait_until, write_config)
+from conftest import (GATEWAY, MODES, PYTHON, TESTING_SERVER, Notifications, backend_spec, free_port, gateway_env,
+                      http_gateway, port_open, processes_marked, stdio_client, text_of, wait_until, write_config)
 
 
 def gone(pid: int) -> bool:
@@ -128,3 +129,18 @@ async def test_backends_start_concurrently(tmp_path: Path, mark: str) -> None:
     # one after another would add 6 s per extra backend (12 s); together they add only the CPU
     # time of starting two more Python processes
     assert three < one + 8, (one, three)
+
+
+def test_a_port_in_use_fails_cleanly_and_stops_the_started_backends(tmp_path: Path, mark: str) -> None:
+    config = write_config(tmp_path / "config.json", {"a": backend_spec(mark), "b": backend_spec(mark)})
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([GATEWAY, "--transport", "streamable-http", "--port", str(port),
+                               "--auto-register", str(config)], env=gateway_env(mark), capture_output=True,
+                              timeout=60)
+    assert done.returncode == 1
+    assert "cannot serve" in done.stderr.decode() and "Traceback" not in done.stderr.decode()
+    # the backends, started before the port was tried, are gone (the autouse leak check agrees)
+    wait_until(lambda: not processes_marked(mark), timeout=5, message="the started backends to exit")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from mcp import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from conftest import MODES, PYTHON, Notifications, stdio_client, backend_spec, text_of, wait_until, write_config
@@ -258,6 +259,14 @@ async def test_resources_and_prompts_are_re_exported(config: Path, mark: str, mo
         assert "testing__greet" in {p.name for p in await client.list_prompts()}
         prompt = await client.get_prompt("testing__greet", {"name": "Ada"})
         assert "Hello, Ada!" in prompt.messages[0].content.text
+        # errors name the server and what was asked; the gateway keeps serving
+        with pytest.raises(MCPError, match="server 'testing' rejected reading 'test://nothing'"):
+            await client.read_resource("test://testing/nothing")
+        with pytest.raises(MCPError, match="Resource not found"):
+            await client.read_resource("test://nosuchserver/info")
+        with pytest.raises(MCPError, match="server 'testing' rejected the prompt 'greet'"):
+            await client.get_prompt("testing__greet", {})
+        assert (await client.read_resource("test://testing/info"))[0].text == "testing backend"
 
 
 async def test_re_export_can_be_turned_off(tmp_path: Path, mark: str) -> None:
