@@ -10,6 +10,7 @@ stops the backend's whole process group, children included.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 
@@ -76,45 +77,66 @@ class LineReader:
 
 
 class LineWriter:
-    """The session's write stream: each message is written as it is sent, no writer task between.
+    """The session's write stream, without a writer task.
 
-    A message that does not fit the pipe at once is finished under a lock, so concurrent senders
-    never interleave their bytes.
+    Messages sent during one turn of the event loop go out in a single write at the end of that
+    turn, so under load the backend is woken once per batch rather than once per message. A
+    backend that stops reading holds senders back once `HIGH_WATER` bytes are waiting.
     """
+
+    HIGH_WATER = 1 << 20
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
-        self._lock = anyio.Lock()
+        self._buffer = bytearray()
+        self._flushing = False  # a flush is scheduled, or waiting for the pipe to take more
+        self._drained = anyio.Event()
+        self._broken = False
         self._closed = False
 
     async def send(self, item: SessionMessage) -> None:
         if self._closed:
             raise anyio.ClosedResourceError
-        data = memoryview((item.message.model_dump_json(by_alias=True, exclude_unset=True) + "\n").encode())
-        if self._lock.locked():
-            await self._lock.acquire()
-        else:
-            data = data[self._write_some(data):]
-            if not data:
-                return
-            self._lock.acquire_nowait()  # synchronous since the write: nobody got in between
-        try:
-            while data:
-                await anyio.wait_writable(self._fd)
-                data = data[self._write_some(data):]
-        finally:
-            self._lock.release()
+        if self._broken:
+            raise anyio.BrokenResourceError
+        self._buffer += (item.message.model_dump_json(by_alias=True, exclude_unset=True) + "\n").encode()
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        while len(self._buffer) > self.HIGH_WATER and not (self._broken or self._closed):
+            await self._drained.wait()
 
-    def _write_some(self, data: memoryview) -> int:
+    def _flush(self) -> None:
+        if self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        loop.remove_writer(self._fd)
         try:
-            return os.write(self._fd, data)
+            del self._buffer[: os.write(self._fd, self._buffer)]
         except BlockingIOError:
-            return 0
-        except OSError:  # the backend closed its stdin or exited
-            raise anyio.BrokenResourceError from None
+            pass
+        except OSError:  # the backend closed its stdin or exited; its stdout ends the session
+            self._broken = True
+            self._buffer.clear()
+        if self._buffer:
+            loop.add_writer(self._fd, self._flush)
+            return
+        self._flushing = False
+        self._drained.set()
+        self._drained = anyio.Event()
 
     async def aclose(self) -> None:
+        if self._closed:
+            return
         self._closed = True
+        asyncio.get_running_loop().remove_writer(self._fd)
+        if self._buffer and not self._broken:  # last words, such as a cancellation: best effort
+            try:
+                os.write(self._fd, self._buffer)
+            except OSError:
+                pass
+        self._buffer.clear()
+        self._drained.set()
 
     async def __aenter__(self) -> LineWriter:
         return self
