@@ -8,6 +8,7 @@ only tools keep a FastMCP run path, for a request the fast path leaves to FastMC
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,6 +34,7 @@ class BackendTool(Tool):
     _tool: str = PrivateAttr()
     _redact: Callable[[str], str] = PrivateAttr()
     _source: mcp_types.Tool = PrivateAttr()
+    _header_params: bool = PrivateAttr()  # whether its schema mirrors arguments into Mcp-Param headers
 
     @classmethod
     def create(cls, pool: BackendPool, exported: str, server: str, tool: mcp_types.Tool,
@@ -44,6 +46,7 @@ class BackendTool(Tool):
                    icons=tool.icons, meta=tool.meta)
         made._pool, made._server, made._tool, made._redact = pool, server, tool.name, redact
         made._source = tool
+        made._header_params = "x-mcp-header" in json.dumps(made.parameters)
         return made
 
     async def run(self, arguments: dict[str, Any]) -> ToolResult:
@@ -81,8 +84,10 @@ class GatewayProvider(Provider):
         self._templates = [_listed_template(namespace_uri(b.name, t.uri_template), t)
                            for b in backends.values() for t in b.components.templates]
 
-    def tool(self, name: str) -> Tool | None:
-        return self._tools.get(name)
+    def header_params_schema(self, name: str) -> dict[str, Any] | None:
+        """The input schema of a tool that mirrors arguments into Mcp-Param headers, else None."""
+        tool = self._tools.get(name)
+        return tool.parameters if isinstance(tool, BackendTool) and tool._header_params else None
 
     async def _list_tools(self) -> Sequence[Tool]:
         return list(self._tools.values())

@@ -75,14 +75,11 @@ def build_gateway(config: GatewayConfig, pool: BackendPool, registry: PipelineRe
     mcp = FastMCP("mcp-gateway", instructions=INSTRUCTIONS, lifespan=lifespan, providers=providers,
                   middleware=[sessions])
 
-    def input_schema(name: str) -> dict[str, Any] | None:
-        tool = exported.tool(name) if exported else None
-        return tool.parameters if tool else None
-
     # On 2026-07-28 streamable HTTP, mcp checks Mcp-Param headers of every tools/call against the
     # tool's schema and, without this lookup, finds it by running the whole tools/list handler per
-    # call. Only re-exported backend tools can declare such headers; none of our own tools do.
-    mcp._mcp_server.get_tool_input_schema = input_schema
+    # call. Only re-exported backend tools can declare such headers (none of our own tools do), and
+    # a schema without them has nothing to check.
+    mcp._mcp_server.get_tool_input_schema = exported.header_params_schema if exported else lambda _name: None
     mcp._mcp_server.middleware.insert(0, FastRelay(pool, redact, mcp._mcp_server, exported=exported is not None))
     add_control_tools(mcp, pool, policy, redact, state)
     add_admin_routes(mcp, lambda: servers_report(pool, redact, state))
