@@ -37,20 +37,19 @@ class Transport(str, Enum):
 
 
 async def _run_stdio_on_pipes(mcp: FastMCP) -> None:
-    """`FastMCP.run_stdio_async` with thread-free pipe streams (see gateway/stdio.py).
+    """`FastMCP.run_stdio_async` on the gateway's own pipe streams (see gateway/stdio.py).
 
     FastMCP has no public hook for the stdio streams; this mirrors run_stdio_async (4.1.2).
     """
     from fastmcp.server.context import reset_transport, set_transport
-    from mcp.server.stdio import stdio_server
 
-    from gateway.stdio import pipe_stdio
+    from gateway.stdio import stdio_streams
 
     token = set_transport("stdio")
     try:
-        async with mcp._lifespan_manager(), pipe_stdio() as (stdin, stdout), \
-                stdio_server(stdin, stdout) as (read_stream, write_stream):  # type: ignore[arg-type]
-            await mcp._mcp_server.run(read_stream, write_stream, mcp._mcp_server.create_initialization_options())
+        async with mcp._lifespan_manager(), stdio_streams() as (read_stream, write_stream):
+            await mcp._mcp_server.run(read_stream, write_stream,  # type: ignore[arg-type]
+                                      mcp._mcp_server.create_initialization_options())
     finally:
         reset_transport(token)
 

@@ -1,18 +1,154 @@
-"""The stdio front without a thread hop per message.
+"""JSON-RPC over non-blocking pipes, one message per line: the gateway's stdio front and its link
+to each stdio backend.
 
-mcp's stdio server reads and writes through `anyio.wrap_file`, which costs a worker-thread round
-trip for every readline, write and flush: three per relayed call. When stdin and stdout are pipes
-(as under every MCP client), the event loop can wait on them directly instead.
+mcp's stdio transports pass every message through a memory stream and a task in each direction;
+its server side also hops to a worker thread for each readline, write and flush, and its client
+side joins its whole read buffer again for every chunk it reads (quadratic in a message's length:
+relaying a 1 MB result spent more CPU there than in everything else). These streams are read and
+written by the session itself, waiting on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
+import mcp_types
+from mcp.shared.message import SessionMessage
+
+READ_CHUNK = 1 << 16  # a bigger read buffer costs an mmap per read; large messages just take more reads
+
+
+class LineReader:
+    """A session's read stream: one parsed JSON-RPC message per line of a non-blocking pipe."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buffer = bytearray()
+        self._scanned = 0  # bytes of the buffer known to hold no newline
+        self._closed = False
+
+    async def receive(self) -> SessionMessage | Exception:
+        while True:
+            end = self._buffer.find(b"\n", self._scanned)
+            if end >= 0:
+                line = bytes(self._buffer[:end])
+                del self._buffer[: end + 1]
+                self._scanned = 0
+                if line.strip():
+                    return _parse(line)
+                continue
+            self._scanned = len(self._buffer)
+            if self._closed:
+                raise anyio.EndOfStream
+            try:
+                await anyio.wait_readable(self._fd)
+                chunk = os.read(self._fd, READ_CHUNK)
+            except BlockingIOError:
+                continue
+            except (OSError, anyio.ClosedResourceError):
+                raise anyio.EndOfStream from None
+            if not chunk:
+                raise anyio.EndOfStream
+            self._buffer += chunk
+
+    def __aiter__(self) -> LineReader:
+        return self
+
+    async def __anext__(self) -> SessionMessage | Exception:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        self._closed = True
+
+    async def __aenter__(self) -> LineReader:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
+
+
+class LineWriter:
+    """A session's write stream onto a non-blocking pipe, one message per line, without a writer task.
+
+    Messages sent during one turn of the event loop go out in a single write at the end of that
+    turn, so under load the reader is woken once per batch rather than once per message. A reader
+    that stops reading holds senders back once `HIGH_WATER` bytes are waiting.
+    """
+
+    HIGH_WATER = 1 << 20
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buffer = bytearray()
+        self._flushing = False  # a flush is scheduled, or waiting for the pipe to take more
+        self._drained = anyio.Event()
+        self._broken = False
+        self._closed = False
+
+    async def send(self, item: SessionMessage) -> None:
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if self._broken:
+            raise anyio.BrokenResourceError
+        self._buffer += (item.message.model_dump_json(by_alias=True, exclude_unset=True) + "\n").encode()
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        while len(self._buffer) > self.HIGH_WATER and not (self._broken or self._closed):
+            await self._drained.wait()
+
+    def _flush(self) -> None:
+        if self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        loop.remove_writer(self._fd)
+        try:
+            del self._buffer[: os.write(self._fd, self._buffer)]
+        except BlockingIOError:
+            pass
+        except OSError:  # the reader is gone; the read side ends the session
+            self._broken = True
+            self._buffer.clear()
+        if self._buffer:
+            loop.add_writer(self._fd, self._flush)
+            return
+        self._flushing = False
+        self._drained.set()
+        self._drained = anyio.Event()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        asyncio.get_running_loop().remove_writer(self._fd)
+        if self._buffer and not self._broken:  # last words, such as a cancellation: best effort
+            try:
+                os.write(self._fd, self._buffer)
+            except OSError:
+                pass
+        self._buffer.clear()
+        self._drained.set()
+
+    async def __aenter__(self) -> LineWriter:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
+
+
+def _parse(line: bytes) -> SessionMessage | Exception:
+    try:
+        return SessionMessage(mcp_types.jsonrpc_message_adapter.validate_json(line, by_name=False))
+    except ValueError as exc:  # handed to the session, which reports it, as mcp's stdio client does
+        return exc
 
 
 def is_pipe(fd: int) -> bool:
@@ -20,64 +156,14 @@ def is_pipe(fd: int) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
-class PipeLines:
-    """Async iterator over the text lines of a non-blocking pipe."""
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-        self._buffer = bytearray()
-
-    def __aiter__(self) -> PipeLines:
-        return self
-
-    async def __anext__(self) -> str:
-        while True:
-            end = self._buffer.find(b"\n")
-            if end >= 0:
-                line = bytes(self._buffer[: end + 1])
-                del self._buffer[: end + 1]
-                return line.decode("utf-8", errors="replace")
-            await anyio.wait_readable(self._fd)
-            try:
-                chunk = os.read(self._fd, 1 << 16)
-            except BlockingIOError:
-                continue
-            if not chunk:
-                if self._buffer:
-                    line, self._buffer = bytes(self._buffer), bytearray()
-                    return line.decode("utf-8", errors="replace")
-                raise StopAsyncIteration
-            self._buffer += chunk
-
-
-class PipeWriter:
-    """`write`/`flush` onto a non-blocking pipe, waiting on the loop when it is full."""
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-
-    async def write(self, text: str) -> None:
-        data = memoryview(text.encode("utf-8"))
-        while data:
-            try:
-                written = os.write(self._fd, data)
-            except BlockingIOError:
-                await anyio.wait_writable(self._fd)
-                continue
-            data = data[written:]
-
-    async def flush(self) -> None:
-        return None
-
-
 @asynccontextmanager
-async def pipe_stdio() -> AsyncIterator[tuple[PipeLines, PipeWriter]]:
-    """Non-blocking stdin/stdout for the duration; their blocking mode is restored after."""
+async def stdio_streams() -> AsyncIterator[tuple[LineReader, LineWriter]]:
+    """The gateway's own stdin and stdout as session streams; their blocking mode is restored after."""
     saved = os.get_blocking(0), os.get_blocking(1)
     os.set_blocking(0, False)
     os.set_blocking(1, False)
     try:
-        yield PipeLines(0), PipeWriter(1)
+        yield LineReader(0), LineWriter(1)
     finally:
         os.set_blocking(0, saved[0])
         os.set_blocking(1, saved[1])

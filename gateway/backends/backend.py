@@ -19,8 +19,8 @@ from pydantic import ValidationError
 from gateway.backends.connection import Connection, client_for
 from gateway.backends.errors import (BackendError, BackendRejected, BackendUnavailable, CallTimeout, InvalidParams,
                                      ResultTooLarge, UnknownTool)
-from gateway.backends.stdio_link import StdioLink
 from gateway.backends.process import StderrTail, Started
+from gateway.backends.stdio_link import StdioLink
 from gateway.backends.transports import make_transport
 from gateway.backends.wire import result_size, send_request
 from gateway.config import ServerSpec
@@ -103,11 +103,11 @@ _LIST_CHANGED = (mcp_types.ToolListChangedNotification, mcp_types.ResourceListCh
                  mcp_types.PromptListChangedNotification)
 
 
-async def _all_pages(fetch: Callable[[str | None], Awaitable[Any]], field_name: str) -> list[Any]:
+async def _all_pages(list_page: Callable[..., Awaitable[Any]], field_name: str) -> list[Any]:
     items: list[Any] = []
     cursor: str | None = None
     for _ in range(100):  # a backend that pages forever gets its first 100 pages listed
-        page = await fetch(cursor)
+        page = await list_page(params=mcp_types.PaginatedRequestParams(cursor=cursor) if cursor else None)
         items += getattr(page, field_name)
         cursor = page.next_cursor
         if cursor is None:
@@ -154,7 +154,8 @@ class Backend:
         self._transport = make_transport(self.spec, self.stderr, process)
         # Tool calls pass their own timeout; this default bounds everything else (listing, resource
         # reads, prompts), which must not fail just because a server's call timeout is short.
-        client = client_for(self._transport, self.name, read_timeout_seconds=max(self.call_timeout, self.connect_timeout),
+        client = client_for(self._transport, self.name,
+                            read_timeout_seconds=max(self.call_timeout, self.connect_timeout),
                             logging_callback=self._forward_log, message_handler=on_message)
         return Connection(client, self._spawn)
 
@@ -207,24 +208,21 @@ class Backend:
 
     async def _list_components(self, session: ClientSession) -> Components:
         caps = session.server_capabilities
-        tools = await _all_pages(lambda c: session.list_tools(params=_page(c)), "tools")
+        tools = await _all_pages(session.list_tools, "tools")
         found = Components(tools={t.name: ToolEntry(t, _validator(t.input_schema)) for t in tools})
         if caps is not None and caps.resources is not None:
-            found.resources = await self._optional(
-                lambda: _all_pages(lambda c: session.list_resources(params=_page(c)), "resources"), "resources")
+            found.resources = await self._optional(_all_pages(session.list_resources, "resources"), "resources")
             found.templates = await self._optional(
-                lambda: _all_pages(lambda c: session.list_resource_templates(params=_page(c)), "resource_templates"),
-                "resource templates")
+                _all_pages(session.list_resource_templates, "resource_templates"), "resource templates")
         if caps is not None and caps.prompts is not None:
-            found.prompts = await self._optional(
-                lambda: _all_pages(lambda c: session.list_prompts(params=_page(c)), "prompts"), "prompts")
+            found.prompts = await self._optional(_all_pages(session.list_prompts, "prompts"), "prompts")
         return found
 
-    async def _optional(self, fetch: Callable[[], Awaitable[list[Any]]], what: str) -> list[Any]:
+    async def _optional(self, listing: Awaitable[list[Any]], what: str) -> list[Any]:
         # Tools are the point of a backend; one that advertises resources but fails to list them
         # still serves its tools.
         try:
-            return await fetch()
+            return await listing
         except MCPError as exc:
             logger.warning("server '%s' advertises %s but listing them failed: %s", self.name, what, exc)
             return []
@@ -412,7 +410,3 @@ class Backend:
             await self._log_sinks[-1](message)
         else:
             logger.info("[%s] %s: %s", self.name, message.level, message.data)
-
-
-def _page(cursor: str | None) -> mcp_types.PaginatedRequestParams | None:
-    return mcp_types.PaginatedRequestParams(cursor=cursor) if cursor else None
