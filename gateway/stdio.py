@@ -24,13 +24,19 @@ READ_CHUNK = 1 << 16  # a bigger read buffer costs an mmap per read; large messa
 
 
 class LineReader:
-    """A session's read stream: one parsed JSON-RPC message per line of a non-blocking pipe."""
+    """A session's read stream: one parsed JSON-RPC message per line of a non-blocking pipe.
+
+    The pipe stays registered with the event loop while the session keeps reading, rather than
+    being added and removed around every wait (two epoll calls per message).
+    """
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._buffer = bytearray()
         self._scanned = 0  # bytes of the buffer known to hold no newline
         self._closed = False
+        self._registered = False
+        self._waiter: asyncio.Future[None] | None = None
 
     async def receive(self) -> SessionMessage | Exception:
         while True:
@@ -46,15 +52,33 @@ class LineReader:
             if self._closed:
                 raise anyio.EndOfStream
             try:
-                await anyio.wait_readable(self._fd)
+                await self._readable()
                 chunk = os.read(self._fd, READ_CHUNK)
             except BlockingIOError:
                 continue
-            except (OSError, anyio.ClosedResourceError):
+            except OSError:
                 raise anyio.EndOfStream from None
             if not chunk:
                 raise anyio.EndOfStream
             self._buffer += chunk
+
+    async def _readable(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._waiter = loop.create_future()
+        if not self._registered:
+            loop.add_reader(self._fd, self._on_readable)
+            self._registered = True
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def _on_readable(self) -> None:
+        if self._waiter is None:  # nobody reading now: stop the loop from reporting it again
+            asyncio.get_running_loop().remove_reader(self._fd)
+            self._registered = False
+        elif not self._waiter.done():
+            self._waiter.set_result(None)
 
     def __aiter__(self) -> LineReader:
         return self
@@ -67,6 +91,11 @@ class LineReader:
 
     async def aclose(self) -> None:
         self._closed = True
+        if self._registered:
+            asyncio.get_running_loop().remove_reader(self._fd)
+            self._registered = False
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)  # the reader then finds the stream closed
 
     async def __aenter__(self) -> LineReader:
         return self

@@ -37,11 +37,10 @@ class StdioLink:
     async def __aexit__(self, *_exc: object) -> None:
         process = self._process
         assert process is not None and process.stdin is not None and process.stdout is not None
+        # The session has closed its streams, which took the pipes off the event loop.
         with anyio.CancelScope(shield=True):
-            anyio.notify_closing(process.stdin.fileno())
             process.stdin.close()  # end of input: a well-behaved server exits on it
             await stop_process_group(process)
-            anyio.notify_closing(process.stdout.fileno())
             process.stdout.close()
 
     def __repr__(self) -> str:
