@@ -118,6 +118,7 @@ class LineWriter:
         self._fd = fd
         self._buffer = bytearray()
         self._flushing = False  # a flush is scheduled, or waiting for the pipe to take more
+        self._waiting = False  # registered with the loop until the pipe takes more
         self._drained = anyio.Event()
         self._broken = False
         self._closed = False
@@ -138,7 +139,9 @@ class LineWriter:
         if self._closed:
             return
         loop = asyncio.get_running_loop()
-        loop.remove_writer(self._fd)
+        if self._waiting:
+            loop.remove_writer(self._fd)
+            self._waiting = False
         try:
             del self._buffer[: os.write(self._fd, self._buffer)]
         except BlockingIOError:
@@ -148,6 +151,7 @@ class LineWriter:
             self._buffer.clear()
         if self._buffer:
             loop.add_writer(self._fd, self._flush)
+            self._waiting = True
             return
         self._flushing = False
         self._drained.set()
@@ -157,7 +161,9 @@ class LineWriter:
         if self._closed:
             return
         self._closed = True
-        asyncio.get_running_loop().remove_writer(self._fd)
+        if self._waiting:
+            asyncio.get_running_loop().remove_writer(self._fd)
+            self._waiting = False
         if self._buffer and not self._broken:  # last words, such as a cancellation: best effort
             try:
                 os.write(self._fd, self._buffer)
