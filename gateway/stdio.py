@@ -21,19 +21,23 @@ import mcp_types
 from mcp.shared.message import SessionMessage
 
 READ_CHUNK = 1 << 16  # a bigger read buffer costs an mmap per read; large messages just take more reads
+MAX_LINE = 64 << 20  # a longer message is dropped rather than buffered without end
+SEND_PATIENCE = 30.0  # seconds a sender waits for a reader that has stopped reading
 
 
 class LineReader:
     """A session's read stream: one parsed JSON-RPC message per line of a non-blocking pipe.
 
     The pipe stays registered with the event loop while the session keeps reading, rather than
-    being added and removed around every wait (two epoll calls per message).
+    being added and removed around every wait (two epoll calls per message). A message longer than
+    `MAX_LINE` is skipped and reported to the session as an error.
     """
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._buffer = bytearray()
         self._scanned = 0  # bytes of the buffer known to hold no newline
+        self._skipping = False  # inside a message over MAX_LINE, dropping it up to its newline
         self._closed = False
         self._registered = False
         self._waiter: asyncio.Future[None] | None = None
@@ -45,10 +49,17 @@ class LineReader:
                 line = bytes(self._buffer[:end])
                 del self._buffer[: end + 1]
                 self._scanned = 0
+                if self._skipping:
+                    self._skipping = False
+                    return ValueError(f"dropped a message of more than {MAX_LINE:,} bytes")
                 if line.strip():
                     return _parse(line)
                 continue
             self._scanned = len(self._buffer)
+            if self._scanned > MAX_LINE:
+                self._buffer.clear()
+                self._scanned = 0
+                self._skipping = True
             if self._closed:
                 raise anyio.EndOfStream
             try:
@@ -132,8 +143,9 @@ class LineWriter:
         if not self._flushing:
             self._flushing = True
             asyncio.get_running_loop().call_soon(self._flush)
-        while len(self._buffer) > self.HIGH_WATER and not (self._broken or self._closed):
-            await self._drained.wait()
+        with anyio.fail_after(SEND_PATIENCE):  # the transport bounds its own sends (see mcp's dispatcher)
+            while len(self._buffer) > self.HIGH_WATER and not (self._broken or self._closed):
+                await self._drained.wait()
 
     def _flush(self) -> None:
         if self._closed:

@@ -149,6 +149,8 @@ class Backend:
         async def on_message(message: Any) -> None:
             if isinstance(message, _LIST_CHANGED):
                 self._spawn(self.refresh)
+            elif isinstance(message, Exception):  # a line that is not a JSON-RPC message, say
+                logger.warning("server '%s' sent something unreadable: %s", self.name, str(message)[:300])
 
         process, self._started = self._started, None
         self._transport = make_transport(self.spec, self.stderr, process)
