@@ -143,9 +143,10 @@ class LineWriter:
         if not self._flushing:
             self._flushing = True
             asyncio.get_running_loop().call_soon(self._flush)
-        with anyio.fail_after(SEND_PATIENCE):  # the transport bounds its own sends (see mcp's dispatcher)
-            while len(self._buffer) > self.HIGH_WATER and not (self._broken or self._closed):
-                await self._drained.wait()
+        if len(self._buffer) > self.HIGH_WATER:
+            with anyio.fail_after(SEND_PATIENCE):  # a transport bounds its own sends (see mcp's dispatcher)
+                while len(self._buffer) > self.HIGH_WATER and not (self._broken or self._closed):
+                    await self._drained.wait()
 
     def _flush(self) -> None:
         if self._closed:
