@@ -138,7 +138,7 @@ class Backend:
         self._lock = anyio.Lock()
         self._restarted: anyio.Event | None = None  # set when the running restart ends
         self._log_sinks: list[LogSink] = []
-        self._started = started.process if started else None  # a process started ahead, for the first session
+        self._ahead = started.process if started else None  # a process started ahead, for the first session
         self.stderr = started.stderr if started else StderrTail(name) if spec.kind == "stdio" else None
         if self.stderr is not None:
             spawn(self.stderr.pump)
@@ -152,7 +152,7 @@ class Backend:
             elif isinstance(message, Exception):  # a line that is not a JSON-RPC message, say
                 logger.warning("server '%s' sent something unreadable: %s", self.name, str(message)[:300])
 
-        process, self._started = self._started, None
+        process, self._ahead = self._ahead, None
         self._transport = make_transport(self.spec, self.stderr, process)
         # Tool calls pass their own timeout; this default bounds everything else (listing, resource
         # reads, prompts), which must not fail just because a server's call timeout is short.
