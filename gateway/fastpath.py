@@ -23,6 +23,7 @@ from fastmcp.exceptions import ToolError
 from mcp import MCPError
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.lowlevel import Server
+from mcp.server.session import ServerSession
 from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp_types.methods import serialize_server_result
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -53,6 +54,9 @@ class Relay:
     timeout: float | None = None
 
 
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+
+
 def error_result(text: str) -> dict[str, Any]:
     return {"content": [{"type": "text", "text": text}], "isError": True}
 
@@ -61,11 +65,12 @@ class FastRelay:
     """An mcp `ServerMiddleware`: relays backend requests, passes everything else on."""
 
     def __init__(self, pool: BackendPool, redact: Callable[[str], str], server: Server[Any], *,
-                 exported: bool) -> None:
+                 exported: bool, log_floor: Callable[[ServerSession], str | None]) -> None:
         self._pool = pool
         self._redact = redact
         self._server = server
         self._exported = exported
+        self._log_floor = log_floor  # the lowest log level the caller asked for (logging/setLevel)
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if ctx.request_id is not None and isinstance(ctx.params, Mapping) and _initialized(ctx):
@@ -113,6 +118,10 @@ class FastRelay:
             else None
 
         async def log(message: Any) -> None:
+            floor = self._log_floor(session)
+            if floor in LOG_LEVELS and message.level in LOG_LEVELS \
+                    and LOG_LEVELS.index(message.level) < LOG_LEVELS.index(floor):
+                return
             with warnings.catch_warnings():  # the only way to send a backend's log entry as it came
                 warnings.simplefilter("ignore", MCPDeprecationWarning)
                 sending = session.send_log_message(message.level, message.data, message.logger or relay.server,

@@ -10,6 +10,8 @@ from typing import Any
 
 import anyio
 from fastmcp import FastMCP
+from fastmcp.server.context import _log_level_session_key
+from mcp.server.session import ServerSession
 
 from gateway.backends.pool import BackendPool
 from gateway.backends.process import Started
@@ -80,7 +82,13 @@ def build_gateway(config: GatewayConfig, pool: BackendPool, registry: PipelineRe
     # call. Only re-exported backend tools can declare such headers (none of our own tools do), and
     # a schema without them has nothing to check.
     mcp._mcp_server.get_tool_input_schema = exported.header_params_schema if exported else lambda _name: None
-    mcp._mcp_server.middleware.insert(0, FastRelay(pool, redact, mcp._mcp_server, exported=exported is not None))
+
+    def log_floor(session: ServerSession) -> str | None:
+        # FastMCP keeps what a client asked for with logging/setLevel per connection (4.1.2 internals)
+        return mcp._client_log_levels.get(_log_level_session_key(session), mcp.client_log_level)
+
+    mcp._mcp_server.middleware.insert(0, FastRelay(pool, redact, mcp._mcp_server, exported=exported is not None,
+                                                   log_floor=log_floor))
     add_control_tools(mcp, pool, policy, redact, state)
     add_admin_routes(mcp, lambda: servers_report(pool, redact, state))
     return mcp, sessions

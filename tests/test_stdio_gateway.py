@@ -133,6 +133,7 @@ async def test_timeouts_per_call_per_server_and_the_session_survives(tmp_path: P
         assert (await client.call_tool("quick__echo", {"text": "ok"})).data == "ok"
 
 
+@pytest.mark.filterwarnings("ignore:The logging capability is deprecated")  # logging/setLevel, on purpose
 async def test_progress_and_log_messages_reach_the_caller(config: Path, mark: str, mode: str) -> None:
     progress: list[tuple[float, float | None, str | None]] = []
     logs: list[str] = []
@@ -153,6 +154,12 @@ async def test_progress_and_log_messages_reach_the_caller(config: Path, mark: st
         await client.call_tool("testing__log", {"message": "hello from the backend", "level": "warning"})
         wait_until(lambda: any("hello from the backend" in line for line in logs), timeout=5,
                    message="the backend's log message")
+        if mode == "legacy":  # logging/setLevel is a handshake-era request
+            await client.set_logging_level("error")
+            await client.call_tool("testing__log", {"message": "too chatty", "level": "warning"})
+            await client.call_tool("testing__log", {"message": "worth knowing", "level": "error"})
+            wait_until(lambda: any("worth knowing" in line for line in logs), timeout=5, message="the error")
+            assert not any("too chatty" in line for line in logs)
 
 
 async def test_register_and_remove_at_runtime(tmp_path: Path, config: Path, mark: str, mode: str) -> None:
