@@ -86,7 +86,7 @@ class FastRelay:
             return None
         if method == "resources/read" and isinstance(uri := params.get("uri"), str):
             target = split_uri(uri)
-            if target is not None and target[0] in self._pool.names():
+            if target is not None and target[0] in self._pool:
                 return Relay(target[0], method, {"uri": target[1]}, f"reading '{target[1]}'")
         if method == "prompts/get" and isinstance(name := params.get("name"), str):
             arguments = params.get("arguments")

@@ -348,10 +348,11 @@ class Backend:
     async def call_raw(self, tool: str, args: dict[str, Any], *, timeout: float | None = None,
                        progress: ProgressHandler | None = None, log: LogSink | None = None) -> dict[str, Any]:
         """A tool call's result as the backend sent it; the caller validates it for its own use."""
-        await self.ready_connection(timeout or self.call_timeout)  # a down backend says so first
+        limit = timeout or self.call_timeout
+        connection = await self.ready_connection(limit)  # a down backend says so before params are checked
         self.check_params(tool, args)
-        result = await self.request("tools/call", {"name": tool, "arguments": args}, what=f"the call to '{tool}'",
-                                    timeout=timeout, progress=progress, log=log)
+        result = await self._exchange(connection, "tools/call", {"name": tool, "arguments": args},
+                                      f"the call to '{tool}'", limit, progress, log)
         if result.get("resultType", "complete") != "complete":
             raise BackendError(f"server '{self.name}' answered '{tool}' with a '{result.get('resultType')}' "
                                f"result (it asks the caller for input), which the gateway does not relay")
@@ -366,7 +367,10 @@ class Backend:
                       progress: ProgressHandler | None = None, log: LogSink | None = None) -> dict[str, Any]:
         """One request, its result as the backend sent it. `what` names it in errors ("the call to 'x'")."""
         limit = timeout or self.call_timeout
-        connection = await self.ready_connection(limit)
+        return await self._exchange(await self.ready_connection(limit), method, params, what, limit, progress, log)
+
+    async def _exchange(self, connection: Connection, method: str, params: dict[str, Any], what: str, limit: float,
+                        progress: ProgressHandler | None, log: LogSink | None) -> dict[str, Any]:
         if log is not None:
             self._log_sinks.append(log)
         try:

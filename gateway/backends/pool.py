@@ -12,7 +12,7 @@ import mcp_types
 
 from gateway.backends.backend import Backend, LogSink, ProgressHandler
 from gateway.backends.errors import BackendUnavailable, RegistrationError, UnknownServer
-from gateway.backends.process import Started, kill_unused
+from gateway.backends.process import Started
 from gateway.config import GatewaySettings, ServerSpec
 from gateway.names import build_index, check_server_name
 
@@ -27,7 +27,8 @@ class BackendPool:
     def __init__(self, settings: GatewaySettings, reserved_names: Iterable[str] = (),
                  started: dict[str, Started] | None = None) -> None:
         self.settings = settings
-        self._started = dict(started or {})  # processes started ahead of their backend (see cli)
+        # processes the CLI started ahead, taken over by their backend; the CLI stops any left
+        self._started = dict(started or {})
         self.reserved_names = frozenset(reserved_names)
         self._backends: dict[str, Backend] = {}
         self._listeners: list[Callable[[], None]] = []
@@ -44,7 +45,6 @@ class BackendPool:
 
     async def __aexit__(self, *exc_info: Any) -> None:
         try:
-            kill_unused(self._started)
             await self.aclose()
         finally:
             assert self._tg is not None
@@ -56,6 +56,9 @@ class BackendPool:
         self._tg.start_soon(fn)
 
     # -- membership ---------------------------------------------------------------------------
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._backends
 
     def names(self) -> list[str]:
         return sorted(self._backends)
