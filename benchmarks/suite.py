@@ -534,15 +534,24 @@ async def group_http(run: Run) -> None:
     cfg10 = run.config("http10", {name: run.backend() for name in ten})
     ports = {"direct": run.port(), "gateway1": run.port(), "gateway10": run.port()}
     urls = {name: f"http://127.0.0.1:{port}/mcp" for name, port in ports.items()}
+    # The same 10 backends reached directly, each over its own HTTP: calling ten processes in turn
+    # is slower than calling one (each call wakes a process idle for nine calls), with or without
+    # a gateway in front, so round robin is compared with round robin.
+    ten_ports = [run.port() for _ in ten]
     n = s.http_calls
     lat1 = run.metric("latency, HTTP", f"gateway HTTP front, 1 stdio backend: p50 of {n} sequential echo",
                       "≤ 1.3×", 1.3, labels=("gateway", "backend's own HTTP"))
-    lat10 = run.metric("latency, HTTP", "gateway HTTP front, 10 stdio backends (round robin): p50", "≤ 1.3×", 1.3,
-                       labels=("gateway", "backend's own HTTP"))
+    lat10 = run.metric("latency, HTTP", "gateway HTTP front, 10 stdio backends called in turn: p50, vs the same "
+                       "calls to 10 backends over their own HTTP", "≤ 1.3×", 1.3,
+                       labels=("gateway", "10 backends' own HTTP"))
+    lat10_vs1 = run.metric("latency, HTTP", "10 backends called in turn, vs 1 backend's own HTTP (reference)", "—",
+                           None, labels=("gateway", "backend's own HTTP"))
+    direct10_vs1 = run.metric("latency, HTTP", "reference: 10 backends' own HTTP called in turn, vs 1 backend's "
+                              "own HTTP (no gateway)", "—", None, labels=("10 backends' own HTTP", "backend's own HTTP"))
     lat1_99 = run.metric("latency, HTTP", "1 backend: p99 (reference)", "—", None,
                          labels=("gateway", "backend's own HTTP"))
-    lat10_99 = run.metric("latency, HTTP", "10 backends: p99 (reference)", "—", None,
-                          labels=("gateway", "backend's own HTTP"))
+    lat10_99 = run.metric("latency, HTTP", "10 backends called in turn: p99 (reference)", "—", None,
+                          labels=("gateway", "10 backends' own HTTP"))
     lat10_one = run.metric("latency, HTTP", "10 backends, every call to bench0 (reference): p50", "—", None,
                            labels=("gateway", "backend's own HTTP"))
     tp1 = run.metric("throughput", f"{s.throughput_calls} echo, {s.concurrency} in flight, {s.clients} clients "
@@ -558,6 +567,9 @@ async def group_http(run: Run) -> None:
                                                     ports["direct"], "bench_server.py http"))
         gw1 = procs.enter_context(run.gateway_http(cfg1, ports["gateway1"]))
         gw10 = procs.enter_context(run.gateway_http(cfg10, ports["gateway10"]))
+        for port in ten_ports:
+            procs.enter_context(run.serve_http([sys.executable, BENCH_SERVER, "http", str(port)], port,
+                                               "bench_server.py http"))
         pids = {"direct": direct.proc.pid, "gateway1": gw1.proc.pid, "gateway10": gw10.proc.pid}
         # Where the CPU goes per call explains a throughput ratio on a 2-core machine better than the ratio.
         cpu: dict[str, Counter[str]] = {name: Counter() for name in pids}
@@ -569,12 +581,15 @@ async def group_http(run: Run) -> None:
             await wait_ready(single["gateway10"], 10)
             many = {name: await stack.enter_async_context(connected(url, s.clients, "auto"))
                     for name, url in urls.items()}
+            direct10 = [await stack.enter_async_context(Client(f"http://127.0.0.1:{port}/mcp", timeout=CLIENT_TIMEOUT))
+                        for port in ten_ports]
 
             hi = {"text": "hi"}
             echo = {"direct": target(single["direct"], fixed("echo", hi)),
                     "gateway1": target(single["gateway1"], fixed("bench__echo", hi)),
                     "gateway10": target(single["gateway10"], lambda i: (f"bench{i % 10}__echo", hi)),
-                    "gateway10_one": target(single["gateway10"], fixed("bench0__echo", hi))}
+                    "gateway10_one": target(single["gateway10"], fixed("bench0__echo", hi)),
+                    "direct10": lambda i: call(direct10[i % 10], "echo", hi)}
             blob = {"direct": target(single["direct"], fixed("blob", {"kb": 1024})),
                     "gateway1": target(single["gateway1"], fixed("bench__blob", {"kb": 1024}))}
             makers: dict[str, Callable[[int, str], tuple[str, dict[str, Any]]]] = {
@@ -594,9 +609,13 @@ async def group_http(run: Run) -> None:
                 note_failures(run, failures)
                 base50, base99 = p50(samples["direct"]), p99(samples["direct"])
                 lat1.add(p50(samples["gateway1"]) / base50, ms(p50(samples["gateway1"])), ms(base50))
-                lat10.add(p50(samples["gateway10"]) / base50, ms(p50(samples["gateway10"])), ms(base50))
+                base10 = p50(samples["direct10"])
+                lat10.add(p50(samples["gateway10"]) / base10, ms(p50(samples["gateway10"])), ms(base10))
+                lat10_vs1.add(p50(samples["gateway10"]) / base50, ms(p50(samples["gateway10"])), ms(base50))
+                direct10_vs1.add(base10 / base50, ms(base10), ms(base50))
                 lat1_99.add(p99(samples["gateway1"]) / base99, ms(p99(samples["gateway1"])), ms(base99))
-                lat10_99.add(p99(samples["gateway10"]) / base99, ms(p99(samples["gateway10"])), ms(base99))
+                lat10_99.add(p99(samples["gateway10"]) / p99(samples["direct10"]), ms(p99(samples["gateway10"])),
+                             ms(p99(samples["direct10"])))
                 lat10_one.add(p50(samples["gateway10_one"]) / base50, ms(p50(samples["gateway10_one"])), ms(base50))
 
                 walls: Counter[str] = Counter()

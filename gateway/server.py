@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from gateway.pipeline_tools import PipelineProvider
 from gateway.pipelines.loader import PipelineRegistry
 from gateway.policy import PolicyError, RedactingFilter, Redactor, RegistrationPolicy
 from gateway.provider import GatewayProvider
+from gateway.session_state import SessionState
 
 logger = logging.getLogger("gateway")
 
@@ -56,6 +58,13 @@ def _restorable(config: GatewayConfig, saved: dict[str, ServerSpec], policy: Reg
     return keep
 
 
+class GatewayMCP(FastMCP):
+    @cached_property
+    def _state_store(self) -> SessionState:  # type: ignore[override]
+        # FastMCP 4.1.2 builds its store on py-key-value (see gateway/session_state.py)
+        return SessionState()
+
+
 def build_gateway(config: GatewayConfig, pool: BackendPool, registry: PipelineRegistry, state: StateFile,
                   redact: Redactor, *, allow_any_command: bool = False) -> tuple[FastMCP, LegacySessions]:
     settings = config.gateway
@@ -74,7 +83,7 @@ def build_gateway(config: GatewayConfig, pool: BackendPool, registry: PipelineRe
     sessions = LegacySessions()
     exported = GatewayProvider(pool, redact) if settings.export_tools else None
     providers: list[Any] = [PipelineProvider(registry, pool, redact), *([exported] if exported else [])]
-    mcp = FastMCP("mcp-gateway", instructions=INSTRUCTIONS, lifespan=lifespan, providers=providers,
+    mcp = GatewayMCP("mcp-gateway", instructions=INSTRUCTIONS, lifespan=lifespan, providers=providers,
                   middleware=[sessions])
 
     # On 2026-07-28 streamable HTTP, mcp checks Mcp-Param headers of every tools/call against the
