@@ -6,11 +6,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from enum import StrEnum
 from typing import Any
 
 import anyio
-import jsonschema
 import mcp_types
 from mcp import ClientSession, MCPError
 from mcp.client import Transport
@@ -45,7 +45,12 @@ class State(StrEnum):
 @dataclass
 class ToolEntry:
     tool: mcp_types.Tool
-    validator: Any | None  # a jsonschema validator, or None when the schema is unusable
+
+    @cached_property
+    def validator(self) -> Any | None:
+        """A jsonschema validator, or None when the schema is unusable. Built on the tool's first
+        call: checking every listed schema, and importing jsonschema, would slow the start."""
+        return _validator(self.tool.input_schema)
 
 
 @dataclass
@@ -59,6 +64,8 @@ class Components:
 def _validator(schema: dict[str, Any] | None) -> Any | None:
     if not schema:
         return None
+    import jsonschema
+
     try:
         cls = jsonschema.validators.validator_for(schema)
         cls.check_schema(schema)
@@ -211,7 +218,7 @@ class Backend:
     async def _list_components(self, session: ClientSession) -> Components:
         caps = session.server_capabilities
         tools = await _all_pages(session.list_tools, "tools")
-        found = Components(tools={t.name: ToolEntry(t, _validator(t.input_schema)) for t in tools})
+        found = Components(tools={t.name: ToolEntry(t) for t in tools})
         if caps is not None and caps.resources is not None:
             found.resources = await self._optional(_all_pages(session.list_resources, "resources"), "resources")
             found.templates = await self._optional(

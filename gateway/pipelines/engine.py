@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import jsonschema
 import mcp_types
 
 from gateway.backends.errors import BackendError
@@ -56,6 +55,8 @@ class StepRun:
 
 def check_inputs(pipeline: Pipeline, inputs: dict[str, Any]) -> dict[str, Any]:
     """Validates inputs against the pipeline's declared inputs and fills in defaults."""
+    import jsonschema  # on first use: the gateway's start does without it
+
     schema = pipeline.input_schema()
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(inputs), key=lambda e: list(e.path))
     if errors:
