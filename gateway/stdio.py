@@ -28,9 +28,11 @@ SEND_PATIENCE = 30.0  # seconds a sender waits for a reader that has stopped rea
 class LineReader:
     """A session's read stream: one parsed JSON-RPC message per line of a non-blocking pipe.
 
-    The pipe stays registered with the event loop while the session keeps reading, rather than
-    being added and removed around every wait (two epoll calls per message). A message longer than
-    `MAX_LINE` is skipped and reported to the session as an error.
+    The event loop reads the pipe as soon as it is readable, the way an asyncio protocol does, so
+    the pipe is never reported twice for the same bytes, and stays registered while messages
+    are consumed. It is set aside only when a whole message is waiting that nobody has asked
+    for yet, and a reader waiting inside a long message is woken once its line is complete. A
+    message longer than `MAX_LINE` is skipped and reported to the session as an error.
     """
 
     def __init__(self, fd: int) -> None:
@@ -38,6 +40,7 @@ class LineReader:
         self._buffer = bytearray()
         self._scanned = 0  # bytes of the buffer known to hold no newline
         self._skipping = False  # inside a message over MAX_LINE, dropping it up to its newline
+        self._eof = False
         self._closed = False
         self._registered = False
         self._waiter: asyncio.Future[None] | None = None
@@ -60,20 +63,11 @@ class LineReader:
                 self._buffer.clear()
                 self._scanned = 0
                 self._skipping = True
-            if self._closed:
+            if self._eof or self._closed:
                 raise anyio.EndOfStream
-            try:
-                await self._readable()
-                chunk = os.read(self._fd, READ_CHUNK)
-            except BlockingIOError:
-                continue
-            except OSError:
-                raise anyio.EndOfStream from None
-            if not chunk:
-                raise anyio.EndOfStream
-            self._buffer += chunk
+            await self._more()
 
-    async def _readable(self) -> None:
+    async def _more(self) -> None:
         loop = asyncio.get_running_loop()
         self._waiter = loop.create_future()
         if not self._registered:
@@ -85,11 +79,29 @@ class LineReader:
             self._waiter = None
 
     def _on_readable(self) -> None:
-        if self._waiter is None:  # nobody reading now: stop the loop from reporting it again
+        try:
+            chunk = os.read(self._fd, READ_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._eof = True
+            self._unregister()
+        else:
+            self._buffer += chunk
+        # Whoever waits is woken when a line is complete (or too long to keep); while nobody
+        # waits, reading pauses there, so a busy session is not handed more than it asked for.
+        if self._eof or b"\n" in chunk or len(self._buffer) > MAX_LINE:
+            if self._waiter is None:
+                self._unregister()
+            elif not self._waiter.done():
+                self._waiter.set_result(None)
+
+    def _unregister(self) -> None:
+        if self._registered:
             asyncio.get_running_loop().remove_reader(self._fd)
             self._registered = False
-        elif not self._waiter.done():
-            self._waiter.set_result(None)
 
     def __aiter__(self) -> LineReader:
         return self
@@ -102,9 +114,7 @@ class LineReader:
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._registered:
-            asyncio.get_running_loop().remove_reader(self._fd)
-            self._registered = False
+        self._unregister()
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)  # the reader then finds the stream closed
 
