@@ -59,9 +59,10 @@ def _restorable(config: GatewayConfig, saved: dict[str, ServerSpec], policy: Reg
 
 
 class GatewayMCP(FastMCP):
+    """FastMCP with its per-session state in a dict (see gateway/session_state.py)."""
+
     @cached_property
-    def _state_store(self) -> SessionState:  # type: ignore[override]
-        # FastMCP 4.1.2 builds its store on py-key-value (see gateway/session_state.py)
+    def _state_store(self) -> SessionState:  # type: ignore[override]  (FastMCP 4.1.2 internals)
         return SessionState()
 
 
