@@ -62,7 +62,7 @@ class GatewayMCP(FastMCP):
     """FastMCP with its per-session state in a dict (see gateway/session_state.py)."""
 
     @cached_property
-    def _state_store(self) -> SessionState:  # type: ignore[override]  (FastMCP 4.1.2 internals)
+    def _state_store(self) -> SessionState:  # type: ignore[override]  # FastMCP 4.1.2 internals
         return SessionState()
 
 
