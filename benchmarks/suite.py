@@ -8,8 +8,8 @@ Groups (each starts its own processes and stops them before the next one starts)
 - stdio      sequential echo through the stdio gateway (`bench__echo` and `call_backend`), a plain
              FastMCP proxy and direct; 1 MB `blob` through the gateway and direct
 - http       sequential echo and 64-in-flight load: the gateway's streamable-HTTP front (1 and 10
-             stdio backends) vs the backend's own streamable HTTP; 1 MB results to `auto` and `legacy`
-             clients
+             stdio backends) vs the backend's own streamable HTTP (10 backends called in turn: vs
+             10 backends' own HTTP called in turn); 1 MB results to `auto` and `legacy` clients
 - fanout     10 backends x `sleep(200)`: concurrent calls and one 10-step pipeline vs one direct call
 - isolation  echo to healthy backends while calls to another backend hang, vs while none do
 - startup    gateway ready with 10 stdio backends vs 10 direct clients started together
