@@ -16,7 +16,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import mcp_types
 from fastmcp.exceptions import ToolError
@@ -54,7 +54,7 @@ class Relay:
     timeout: float | None = None
 
 
-LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+SEVERITY = {level: rank for rank, level in enumerate(get_args(mcp_types.LoggingLevel))}
 
 
 def error_result(text: str) -> dict[str, Any]:
@@ -119,8 +119,7 @@ class FastRelay:
 
         async def log(message: Any) -> None:
             floor = self._log_floor(session)
-            if floor in LOG_LEVELS and message.level in LOG_LEVELS \
-                    and LOG_LEVELS.index(message.level) < LOG_LEVELS.index(floor):
+            if SEVERITY.get(message.level, len(SEVERITY)) < SEVERITY.get(floor or "", 0):
                 return
             with warnings.catch_warnings():  # the only way to send a backend's log entry as it came
                 warnings.simplefilter("ignore", MCPDeprecationWarning)

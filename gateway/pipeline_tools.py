@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import mcp_types
 from fastmcp import Context
 from fastmcp.exceptions import ToolError
+from fastmcp.server.dependencies import get_context
 from fastmcp.server.providers import Provider
 from fastmcp.tools import Tool, ToolResult
 from fastmcp.utilities.versions import VersionSpec
@@ -23,7 +24,6 @@ from gateway.control import parse_object
 from gateway.pipelines.engine import run_pipeline
 from gateway.pipelines.loader import PipelineRegistry, parse_document
 from gateway.pipelines.spec import Pipeline, PipelineError, compile_pipeline
-from gateway.relay import current_context
 
 PIPELINE_PREFIX = "pipeline__"
 
@@ -48,9 +48,16 @@ retry_delay, on_error (fail | continue | {{"fallback": value}}). Templates are J
 over inputs and steps.<id>.result/.status/.error."""
 
 
+def _current_context() -> Context | None:
+    try:
+        return get_context()
+    except RuntimeError:  # run outside a request
+        return None
+
+
 async def _run(pipeline: Pipeline, inputs: dict[str, Any], pool: BackendPool,
                redact: Callable[[str], str]) -> ToolResult:
-    ctx = current_context()
+    ctx = _current_context()
 
     async def progress(done: int, total: int, message: str) -> None:
         if ctx is not None:

@@ -10,19 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 from fastmcp.exceptions import ToolError
-from fastmcp.server.context import Context
-from fastmcp.server.dependencies import get_context
 from fastmcp.tools import ToolResult
 
 from gateway.backends.errors import BackendError
 from gateway.backends.pool import BackendPool
-
-
-def current_context() -> Context | None:
-    try:
-        return get_context()
-    except RuntimeError:
-        return None
 
 
 async def relay_call(pool: BackendPool, server: str, tool: str, args: dict[str, Any],
