@@ -10,7 +10,6 @@ import sys
 from enum import Enum
 from ipaddress import ip_address
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 # Read by fastmcp at import time. Failing calls are answered to the client as error results;
 # fastmcp's own rich tracebacks for them would only flood the console.
@@ -21,9 +20,6 @@ import typer
 
 from gateway.backends.process import Started, kill_unused, start_ahead
 from gateway.config import ConfigError, GatewayConfig, load_config
-
-if TYPE_CHECKING:
-    from fastmcp import FastMCP
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None,
                   help="One MCP server in front of many MCP servers.")
@@ -36,27 +32,17 @@ class Transport(str, Enum):
     sse = "sse"
 
 
-async def _run_stdio_on_pipes(mcp: FastMCP) -> None:
-    """`FastMCP.run_stdio_async` on the gateway's own pipe streams (see gateway/stdio.py).
-
-    FastMCP has no public hook for the stdio streams; this mirrors run_stdio_async (4.1.2).
-    """
-    from fastmcp.server.context import reset_transport, set_transport
-
-    from gateway.stdio import stdio_streams
-
-    token = set_transport("stdio")
-    try:
-        async with mcp._lifespan_manager(), stdio_streams() as (read_stream, write_stream):
-            await mcp._mcp_server.run(read_stream, write_stream,  # type: ignore[arg-type]
-                                      mcp._mcp_server.create_initialization_options())
-    finally:
-        reset_transport(token)
-
-
 def _fail(message: str, code: int = 2) -> None:
     typer.echo(f"gateway: {message}", err=True)
     raise typer.Exit(code)
+
+
+def _check_internals() -> None:
+    """Stops here, with one line, when the installed FastMCP/mcp lack a private name the gateway uses."""
+    from gateway import _compat
+
+    for problem in _compat.problems():
+        _fail(problem, 1)
 
 
 async def _serve(config: GatewayConfig, pipelines: Path, transport: Transport, host: str, port: int,
@@ -66,10 +52,12 @@ async def _serve(config: GatewayConfig, pipelines: Path, transport: Transport, h
 
     from gateway.http import TokenAuth
     from gateway.server import running_gateway
+    from gateway.stdio_front import serve_stdio
 
+    _check_internals()
     async with running_gateway(config, pipelines, allow_any_command=allow_any_command, started=started) as mcp:
         if transport is Transport.stdio:
-            await _serve_stdio(mcp)
+            await serve_stdio(mcp)
         else:
             # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal under
             # the handler it found; a no-op there lets us go on to stop the backends.
@@ -90,27 +78,6 @@ async def _serve(config: GatewayConfig, pipelines: Path, transport: Transport, h
                 uvicorn_config={"log_level": "warning", "timeout_graceful_shutdown": 1},
                 middleware=middleware, allowed_hosts=settings.allowed_hosts,
                 allowed_origins=settings.allowed_origins)
-
-
-async def _serve_stdio(mcp: FastMCP) -> None:
-    async with anyio.create_task_group() as tg:
-        async def stop_on_signal() -> None:
-            # Without this, SIGTERM/SIGHUP would end the process without stopping the backends.
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-                async for _ in signals:
-                    tg.cancel_scope.cancel()
-
-        async def run() -> None:
-            from gateway.stdio import is_pipe
-
-            if is_pipe(0) and is_pipe(1):
-                await _run_stdio_on_pipes(mcp)
-            else:
-                await mcp.run_stdio_async(show_banner=False)
-            tg.cancel_scope.cancel()  # stdin closed
-
-        tg.start_soon(stop_on_signal)
-        tg.start_soon(run)
 
 
 @app.callback(invoke_without_command=True)
@@ -249,6 +216,7 @@ async def _validate(directory: Path, config: GatewayConfig | None) -> tuple[list
     from gateway.pipelines.checks import check_against_pool
     from gateway.pipelines.loader import PipelineRegistry
 
+    _check_internals()
     registry = PipelineRegistry(directory)
     registry.refresh()
     problems = list(registry.errors.values())

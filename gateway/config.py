@@ -22,6 +22,12 @@ TransportKind = Literal["stdio", "streamable-http", "sse"]
 _TRANSPORT_ALIASES = {"stdio": "stdio", "http": "streamable-http", "streamable-http": "streamable-http",
                       "streamable_http": "streamable-http", "sse": "sse"}
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASS|PWD|CREDENTIAL|AUTH|COOKIE|SESSION|PRIVATE|SIGNATURE", re.I)
+
+
+def looks_secret(name: str) -> bool:
+    """Whether an environment variable's name says its value is a secret."""
+    return _SECRET_NAME.search(name) is not None
 
 
 class ConfigError(Exception):
@@ -85,8 +91,9 @@ class ServerSpec(BaseModel):
         return headers
 
     def secret_values(self) -> set[str]:
-        """Values that must never be shown: env and header values, tokens, URL credentials."""
-        values = set(self.env.values()) | set(self.http_headers().values())
+        """Values that must never be shown: header values, tokens, URL credentials and query values,
+        and env values whose names say they are secret (API_TOKEN, DB_PASSWORD, ...)."""
+        values = {v for k, v in self.env.items() if looks_secret(k)} | set(self.http_headers().values())
         values |= {v.split(" ", 1)[1] for v in self.http_headers().values() if v.startswith("Bearer ")}
         if self.url:
             parts = urlsplit(self.url)

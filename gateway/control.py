@@ -10,16 +10,18 @@ from typing import Annotated, Any
 import mcp_types
 from fastmcp import Context, FastMCP
 from fastmcp.exceptions import ToolError
-from fastmcp.tools import ToolResult
-from pydantic import Field, ValidationError
+from fastmcp.tools import Tool, ToolResult
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from gateway.backends.backend import Backend, State, describe_params
+from gateway.backends.backend import Backend, State
+from gateway.backends.catalog import describe_params
 from gateway.backends.errors import BackendError
+from gateway.backends.invocation import Invocation, Road
 from gateway.backends.pool import BackendPool
 from gateway.config import ServerSpec
 from gateway.persistence import StateFile
 from gateway.policy import PolicyError, Redactor, RegistrationPolicy, redact_url
-from gateway.relay import relay_call
+from gateway.provider import run_backend_tool
 
 CONTROL_TOOLS = ("register_server", "remove_server", "list_servers", "call_backend", "route_pipeline")
 
@@ -34,9 +36,9 @@ def server_summary(backend: Backend, exported: dict[tuple[str, str], str], redac
         "status": state.value,
         "protocol_version": backend.protocol_version,
         "description": spec.description,
-        "tool_count": len(backend.components.tools),
+        "tool_count": len(backend.catalog.tools),
         "tools": [{"name": name, "exported_as": exported.get((backend.name, name))}
-                  for name in sorted(backend.components.tools)],
+                  for name in sorted(backend.catalog.tools)],
         "timeout_seconds": backend.call_timeout,
         "last_error": redact(backend.last_error) if backend.last_error else None,
         "registered_at_runtime": backend.runtime,
@@ -50,10 +52,11 @@ def server_summary(backend: Backend, exported: dict[tuple[str, str], str], redac
     else:
         info["url"] = redact_url(spec.url or "")
         info["header_keys"] = sorted(spec.http_headers())
-    if backend.components.resources or backend.components.templates:
-        info["resource_count"] = len(backend.components.resources) + len(backend.components.templates)
-    if backend.components.prompts:
-        info["prompt_count"] = len(backend.components.prompts)
+    catalog = backend.catalog
+    if catalog.resources or catalog.templates:
+        info["resource_count"] = len(catalog.resources) + len(catalog.templates)
+    if catalog.prompts:
+        info["prompt_count"] = len(catalog.prompts)
     return info
 
 
@@ -83,6 +86,47 @@ def parse_object(value: dict[str, Any] | str | None, what: str) -> dict[str, Any
     if not isinstance(value, dict):
         raise ToolError(f"{what} must be a JSON object, not {type(value).__name__}")
     return value
+
+
+class CallBackendArgs(BaseModel):
+    """`call_backend`'s arguments: its input schema, and what the fast path validates."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    server: str = Field(description="Server name, from list_servers")
+    tool: str = Field(description="Tool name on that server (its own name, without the server prefix)")
+    params: dict[str, Any] | str | None = Field(
+        None, description="The tool's arguments as a JSON object (or a JSON string of one)")
+    timeout: float | None = Field(None, gt=0, le=3600, description=(
+        "Seconds to wait before giving up; defaults to the server's timeout (10 s unless configured)"))
+
+
+class CallBackendTool(Tool):
+    """`call_backend` for FastMCP's own run path; requests to it normally go through gateway.fastpath."""
+
+    _pool: BackendPool = PrivateAttr()
+
+    @classmethod
+    def create(cls, pool: BackendPool) -> CallBackendTool:
+        schema = CallBackendArgs.model_json_schema()
+        schema.pop("title", None)
+        for prop in schema["properties"].values():
+            prop.pop("title", None)
+        tool = cls(name="call_backend", parameters=schema, output_schema=None,
+                   annotations=mcp_types.ToolAnnotations(title="Call a tool on a server"),
+                   description="Call one tool on one server behind the gateway and return its result unchanged.")
+        tool._pool = pool
+        return tool
+
+    async def run(self, arguments: dict[str, Any]) -> ToolResult:
+        try:
+            args = CallBackendArgs.model_validate(arguments)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors())
+            raise ToolError(f"invalid arguments for call_backend: {problems}") from None
+        return await run_backend_tool(self._pool, Invocation(
+            Road.call_backend, args.server, "tools/call",
+            {"name": args.tool, "arguments": parse_object(args.params, "params")}, timeout=args.timeout))
 
 
 async def _notify_changed(ctx: Context) -> None:
@@ -140,7 +184,7 @@ def add_control_tools(mcp: FastMCP, pool: BackendPool, policy: RegistrationPolic
             raise ToolError(redact(f"cannot register '{name}': {exc}")) from None
         await persist()
         await _notify_changed(ctx)
-        tools = backend.components.tools
+        tools = backend.catalog.tools
         return {
             "registered": name,
             "status": backend.state.value,
@@ -168,17 +212,4 @@ def add_control_tools(mcp: FastMCP, pool: BackendPool, policy: RegistrationPolic
     async def list_servers() -> dict[str, Any]:
         return servers_report(pool, redact, state)
 
-    @mcp.tool(output_schema=None, annotations={"title": "Call a tool on a server"},
-              description="Call one tool on one server behind the gateway and return its result unchanged.")
-    async def call_backend(
-        server: Annotated[str, Field(description="Server name, from list_servers")],
-        tool: Annotated[str, Field(description="Tool name on that server (its own name, without "
-                                               "the server prefix)")],
-        params: Annotated[dict[str, Any] | str | None, Field(
-            description="The tool's arguments as a JSON object (or a JSON string of one)")] = None,
-        timeout: Annotated[float | None, Field(gt=0, le=3600, description=(
-            "Seconds to wait before giving up; defaults to the server's timeout (10 s unless "
-            "configured)"))] = None,
-    ) -> ToolResult:
-        return await relay_call(pool, server, tool, parse_object(params, "params"), timeout=timeout,
-                                redact=redact)
+    mcp.add_tool(CallBackendTool.create(pool))

@@ -1,8 +1,7 @@
 """Telling connected clients that the tool list changed when no request of theirs caused it.
 
 Only handshake-era (legacy) connections have a standing channel for that; a 2026-07-28 client
-learns of changes on its next tools/list. mcp 2.3 has no public accessor for a session's
-connection, hence the private attribute below.
+learns of changes on its next tools/list.
 """
 
 from __future__ import annotations
@@ -12,6 +11,8 @@ from typing import Any
 
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+from gateway import _compat
 
 logger = logging.getLogger("gateway.notify")
 
@@ -24,8 +25,8 @@ class LegacySessions(Middleware):
         ctx = context.fastmcp_context
         request = ctx.request_context if ctx is not None else None
         if request is not None and request.protocol_version not in MODERN_PROTOCOL_VERSIONS:
-            connection = getattr(request.session, "_connection", None)
-            if connection is not None and connection not in self.connections:
+            connection = _compat.connection_of(request.session)
+            if connection not in self.connections:
                 self.connections.add(connection)
                 connection.exit_stack.push_async_callback(self._drop, connection)
         return await call_next(context)

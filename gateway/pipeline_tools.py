@@ -7,23 +7,23 @@ Served by a Provider so that both follow the pipeline directory: the tool list a
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import mcp_types
-from fastmcp import Context
 from fastmcp.exceptions import ToolError
-from fastmcp.server.dependencies import get_context
 from fastmcp.server.providers import Provider
 from fastmcp.tools import Tool, ToolResult
 from fastmcp.utilities.versions import VersionSpec
 from pydantic import Field, PrivateAttr
 
 from gateway.backends.pool import BackendPool
+from gateway.client_sinks import current_sinks
 from gateway.control import parse_object
 from gateway.pipelines.engine import run_pipeline
 from gateway.pipelines.loader import PipelineRegistry, parse_document
 from gateway.pipelines.spec import Pipeline, PipelineError, compile_pipeline
+from gateway.policy import Redactor
 
 PIPELINE_PREFIX = "pipeline__"
 
@@ -48,28 +48,16 @@ retry_delay, on_error (fail | continue | {{"fallback": value}}). Templates are J
 over inputs and steps.<id>.result/.status/.error."""
 
 
-def _current_context() -> Context | None:
+async def _run(pipeline: Pipeline, inputs: dict[str, Any], pool: BackendPool, redact: Redactor) -> ToolResult:
+    sinks = current_sinks()
     try:
-        return get_context()
-    except RuntimeError:  # run outside a request
-        return None
-
-
-async def _run(pipeline: Pipeline, inputs: dict[str, Any], pool: BackendPool,
-               redact: Callable[[str], str]) -> ToolResult:
-    ctx = _current_context()
-
-    async def progress(done: int, total: int, message: str) -> None:
-        if ctx is not None:
-            await ctx.report_progress(done, total, message)
-
-    try:
-        report = await run_pipeline(pipeline, inputs, pool, progress)
+        report = await run_pipeline(pipeline, inputs, pool, sinks and sinks.progress, sinks and sinks.log,
+                                    sinks and sinks.caller)
     except PipelineError as exc:
         raise ToolError(redact(str(exc))) from None
-    for run in report["steps"].values():  # errors quote backends (stderr tails); results are data
-        if "error" in run:
-            run["error"] = redact(run["error"])
+    # The report is the gateway's own answer: errors anywhere in it (the pipeline's, a step's, a
+    # foreach item's, or one a template put into the output) may quote a backend's stderr.
+    report = redact.value(report)
     return ToolResult(content=[mcp_types.TextContent(type="text", text=json.dumps(report, default=str))],
                       structured_content=report, is_error=report["status"] == "failed")
 
@@ -77,10 +65,10 @@ async def _run(pipeline: Pipeline, inputs: dict[str, Any], pool: BackendPool,
 class PipelineTool(Tool):
     _pipeline: Pipeline = PrivateAttr()
     _pool: BackendPool = PrivateAttr()
-    _redact: Callable[[str], str] = PrivateAttr()
+    _redact: Redactor = PrivateAttr()
 
     @classmethod
-    def create(cls, pipeline: Pipeline, pool: BackendPool, redact: Callable[[str], str]) -> PipelineTool:
+    def create(cls, pipeline: Pipeline, pool: BackendPool, redact: Redactor) -> PipelineTool:
         tool = cls(name=f"{PIPELINE_PREFIX}{pipeline.name}",
                    description=f"Pipeline: {pipeline.spec.description or pipeline.name}",
                    parameters=pipeline.input_schema())
@@ -91,10 +79,9 @@ class PipelineTool(Tool):
         return await _run(self._pipeline, arguments, self._pool, self._redact)
 
 
-def _route_tool(registry: PipelineRegistry, pool: BackendPool, redact: Callable[[str], str]) -> Tool:
+def _route_tool(registry: PipelineRegistry, pool: BackendPool, redact: Redactor) -> Tool:
     async def route_pipeline(
         scenario: Annotated[str, Field(description="A pipeline name from the list, or 'custom'")],
-        ctx: Context,
         inputs: Annotated[dict[str, Any] | str | None, Field(
             description="The pipeline's inputs as a JSON object (or a JSON string of one)")] = None,
         pipeline: Annotated[dict[str, Any] | str | None, Field(
@@ -132,7 +119,7 @@ def _route_tool(registry: PipelineRegistry, pool: BackendPool, redact: Callable[
 
 
 class PipelineProvider(Provider):
-    def __init__(self, registry: PipelineRegistry, pool: BackendPool, redact: Callable[[str], str]) -> None:
+    def __init__(self, registry: PipelineRegistry, pool: BackendPool, redact: Redactor) -> None:
         super().__init__()
         self._registry = registry
         self._pool = pool

@@ -12,7 +12,8 @@ import logging
 import os
 import shutil
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from gateway.config import GatewaySettings, ServerSpec
@@ -95,21 +96,41 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
-@dataclass
-class Redactor:
-    """Replaces every known secret value in text that leaves the gateway (answers and logs)."""
+MIN_SECRET = 8  # shorter values (ports, flags, short names) would blank out ordinary words
 
-    secrets: set[str] = field(default_factory=set)
+
+class Redactor:
+    """Replaces every known secret value in text that leaves the gateway (answers and logs).
+
+    What is secret is decided where values come from (`ServerSpec.secret_values`,
+    `GatewayConfig.secret_values`): values from `${VAR}`, header values, tokens, URL credentials and
+    env values whose names say they are secret."""
+
+    def __init__(self) -> None:
+        self.secrets: set[str] = set()
+        self._ordered: list[str] = []  # longest first, so a secret inside another goes whole
 
     def add(self, values: Iterable[str]) -> None:
-        # short values (ports, flags, names like a server's) would blank out ordinary words
-        self.secrets |= {v for v in values if len(v) >= 8}
+        new = {v for v in values if len(v) >= MIN_SECRET} - self.secrets
+        if new:
+            self.secrets |= new
+            self._ordered = sorted(self.secrets, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
-        for secret in sorted(self.secrets, key=len, reverse=True):
+        for secret in self._ordered:
             if secret in text:
                 text = text.replace(secret, REDACTED)
         return text
+
+    def value(self, data: Any) -> Any:
+        """`data` (any JSON value) with every string in it redacted."""
+        if isinstance(data, str):
+            return self(data)
+        if isinstance(data, list):
+            return [self.value(item) for item in data]
+        if isinstance(data, dict):
+            return {key: self.value(item) for key, item in data.items()}
+        return data
 
 
 class RedactingFilter(logging.Filter):

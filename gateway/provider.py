@@ -1,29 +1,51 @@
-"""Lists every backend's tools, resources and prompts under its namespace.
+"""Re-exports every backend's tools, resources and prompts under its namespace.
 
 One long-lived Provider reads the pool: components are rebuilt when the pool reports a change, so
 listing or resolving a tool is a dict lookup and never a request to a backend. Calls, reads and
 prompt renders of these components are answered by `gateway.fastpath` before FastMCP sees them;
-only tools keep a FastMCP run path, for a request the fast path leaves to FastMCP.
+tools keep a FastMCP run path too (for FastMCP's own callers, such as a transform), through the
+same entry.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import mcp_types
+from fastmcp.exceptions import ToolError
 from fastmcp.prompts import Prompt
 from fastmcp.prompts.base import PromptArgument
 from fastmcp.resources import Resource, ResourceTemplate
 from fastmcp.server.providers import Provider
 from fastmcp.tools import Tool, ToolResult
 from fastmcp.utilities.versions import VersionSpec
-from pydantic import PrivateAttr
+from pydantic import PrivateAttr, ValidationError
 
+from gateway.backends.errors import BackendError
+from gateway.backends.invocation import Invocation, Road
 from gateway.backends.pool import BackendPool
+from gateway.client_sinks import current_sinks
 from gateway.names import namespace_uri
-from gateway.relay import relay_call
+
+
+async def run_backend_tool(pool: BackendPool, invocation: Invocation) -> ToolResult:
+    """A backend tool call FastMCP runs itself, through the pool's one entry, as a ToolResult."""
+    sinks = current_sinks()
+    if sinks is not None:
+        sinks.attach(invocation)
+    try:
+        raw = await pool.invoke(invocation)
+    except BackendError as exc:
+        raise ToolError(str(exc)) from None
+    try:
+        result = mcp_types.CallToolResult.model_validate(raw, by_name=False)
+    except ValidationError:
+        raise ToolError(f"server '{invocation.server}' returned a malformed result for {invocation.what}") from None
+    # Passed through unchanged: every content type, structured content, meta and isError.
+    return ToolResult(content=result.content, structured_content=result.structured_content,
+                      meta=result.meta, is_error=result.is_error)
 
 
 class BackendTool(Tool):
@@ -31,33 +53,29 @@ class BackendTool(Tool):
 
     _pool: BackendPool = PrivateAttr()
     _server: str = PrivateAttr()
-    _tool: str = PrivateAttr()
-    _redact: Callable[[str], str] = PrivateAttr()
     _source: mcp_types.Tool = PrivateAttr()
     _header_params: bool = PrivateAttr()  # whether its schema mirrors arguments into Mcp-Param headers
 
     @classmethod
-    def create(cls, pool: BackendPool, exported: str, server: str, tool: mcp_types.Tool,
-               redact: Callable[[str], str]) -> BackendTool:
+    def create(cls, pool: BackendPool, exported: str, server: str, tool: mcp_types.Tool) -> BackendTool:
         made = cls(name=exported, title=tool.title,
                    description=f"[{server}] {tool.description or tool.name}",
                    parameters=tool.input_schema or {"type": "object", "properties": {}},
                    output_schema=tool.output_schema, annotations=tool.annotations,
                    icons=tool.icons, meta=tool.meta)
-        made._pool, made._server, made._tool, made._redact = pool, server, tool.name, redact
-        made._source = tool
+        made._pool, made._server, made._source = pool, server, tool
         made._header_params = "x-mcp-header" in json.dumps(made.parameters)
         return made
 
     async def run(self, arguments: dict[str, Any]) -> ToolResult:
-        return await relay_call(self._pool, self._server, self._tool, arguments, redact=self._redact)
+        return await run_backend_tool(self._pool, Invocation(
+            Road.tool, self._server, "tools/call", {"name": self._source.name, "arguments": arguments}))
 
 
-class GatewayProvider(Provider):
-    def __init__(self, pool: BackendPool, redact: Callable[[str], str]) -> None:
+class BackendProvider(Provider):
+    def __init__(self, pool: BackendPool) -> None:
         super().__init__()
         self._pool = pool
-        self._redact = redact
         self._tools: dict[str, Tool] = {}
         self._prompts: list[Prompt] = []
         self._resources: list[Resource] = []
@@ -69,20 +87,21 @@ class GatewayProvider(Provider):
         backends = {b.name: b for b in pool.backends()}
         tools: dict[str, Tool] = {}
         for exported, (server, name) in pool.tool_index.items():
-            mcp_tool = backends[server].components.tools[name].tool
+            mcp_tool = backends[server].catalog.tools[name].tool
             tool = self._tools.get(exported)
             # unchanged backend tools keep their built Tool; a re-listed one is rebuilt
             if not (isinstance(tool, BackendTool) and tool._source is mcp_tool):
-                tool = BackendTool.create(pool, exported, server, mcp_tool, self._redact)
+                tool = BackendTool.create(pool, exported, server, mcp_tool)
             tools[exported] = tool
         self._tools = tools
 
-        by_name = {(b.name, p.name): p for b in backends.values() for p in b.components.prompts}
+        catalogs = [b.catalog for b in backends.values()]
+        by_name = {(c.server, p.name): p for c in catalogs for p in c.prompts}
         self._prompts = [_listed_prompt(exported, by_name[key]) for exported, key in pool.prompt_index.items()]
-        self._resources = [_listed_resource(namespace_uri(b.name, str(r.uri)), r)
-                           for b in backends.values() for r in b.components.resources]
-        self._templates = [_listed_template(namespace_uri(b.name, t.uri_template), t)
-                           for b in backends.values() for t in b.components.templates]
+        self._resources = [_listed_resource(namespace_uri(c.server, str(r.uri)), r)
+                           for c in catalogs for r in c.resources]
+        self._templates = [_listed_template(namespace_uri(c.server, t.uri_template), t)
+                           for c in catalogs for t in c.templates]
 
     def header_params_schema(self, name: str) -> dict[str, Any] | None:
         """The input schema of a tool that mirrors arguments into Mcp-Param headers, else None."""

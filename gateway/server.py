@@ -5,28 +5,26 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import anyio
 from fastmcp import FastMCP
-from fastmcp.server.context import _log_level_session_key
-from mcp.server.session import ServerSession
 
+from gateway import _compat
 from gateway.backends.pool import BackendPool
 from gateway.backends.process import Started
 from gateway.config import GatewayConfig, ServerSpec
 from gateway.control import CONTROL_TOOLS, add_control_tools, servers_report
 from gateway.fastpath import FastRelay
 from gateway.http import add_admin_routes
+from gateway.interceptors import build_interceptors
 from gateway.notify import LegacySessions
 from gateway.persistence import StateFile
 from gateway.pipeline_tools import PipelineProvider
 from gateway.pipelines.loader import PipelineRegistry
 from gateway.policy import PolicyError, RedactingFilter, Redactor, RegistrationPolicy
-from gateway.provider import GatewayProvider
-from gateway.session_state import SessionState
+from gateway.provider import BackendProvider
 
 logger = logging.getLogger("gateway")
 
@@ -58,14 +56,6 @@ def _restorable(config: GatewayConfig, saved: dict[str, ServerSpec], policy: Reg
     return keep
 
 
-class GatewayMCP(FastMCP):
-    """FastMCP with its per-session state in a dict (see gateway/session_state.py)."""
-
-    @cached_property
-    def _state_store(self) -> SessionState:  # type: ignore[override]  # FastMCP 4.1.2 internals
-        return SessionState()
-
-
 def build_gateway(config: GatewayConfig, pool: BackendPool, registry: PipelineRegistry, state: StateFile,
                   redact: Redactor, *, allow_any_command: bool = False) -> tuple[FastMCP, LegacySessions]:
     settings = config.gateway
@@ -82,23 +72,19 @@ def build_gateway(config: GatewayConfig, pool: BackendPool, registry: PipelineRe
         yield {"pool": pool}
 
     sessions = LegacySessions()
-    exported = GatewayProvider(pool, redact) if settings.export_tools else None
+    exported = BackendProvider(pool) if settings.export_tools else None
     providers: list[Any] = [PipelineProvider(registry, pool, redact), *([exported] if exported else [])]
-    mcp = GatewayMCP("mcp-gateway", instructions=INSTRUCTIONS, lifespan=lifespan, providers=providers,
-                  middleware=[sessions])
+    mcp = _compat.GatewayFastMCP("mcp-gateway", instructions=INSTRUCTIONS, lifespan=lifespan, providers=providers,
+                                 middleware=[sessions])
+    lowlevel = _compat.lowlevel(mcp)
 
     # On 2026-07-28 streamable HTTP, mcp checks Mcp-Param headers of every tools/call against the
-    # tool's schema and, without this lookup, finds it by running the whole tools/list handler per
-    # call. Only re-exported backend tools can declare such headers (none of our own tools do), and
-    # a schema without them has nothing to check.
-    mcp._mcp_server.get_tool_input_schema = exported.header_params_schema if exported else lambda _name: None
-
-    def log_floor(session: ServerSession) -> str | None:
-        # FastMCP keeps what a client asked for with logging/setLevel per connection (4.1.2 internals)
-        return mcp._client_log_levels.get(_log_level_session_key(session), mcp.client_log_level)
-
-    mcp._mcp_server.middleware.insert(0, FastRelay(pool, redact, mcp._mcp_server, exported=exported is not None,
-                                                   log_floor=log_floor))
+    # tool's schema. Only re-exported backend tools can declare such headers (none of our own tools
+    # do), and a schema without them has nothing to check; FastMCP's own lookup would also miss
+    # backend tools that no tools/list has shown yet.
+    lowlevel.get_tool_input_schema = exported.header_params_schema if exported else lambda _name: None
+    lowlevel.middleware.insert(0, FastRelay(pool, lowlevel, exported=exported is not None,
+                                            log_floor=lambda session: _compat.client_log_level(mcp, session)))
     add_control_tools(mcp, pool, policy, redact, state)
     add_admin_routes(mcp, lambda: servers_report(pool, redact, state))
     return mcp, sessions
@@ -118,7 +104,8 @@ async def running_gateway(config: GatewayConfig, pipelines_dir: Path | None = No
     registry = PipelineRegistry(pipelines_dir)
     registry.refresh()
     state = StateFile(config.state_path())
-    async with BackendPool(config.gateway, reserved_names=CONTROL_TOOLS, started=started) as pool, \
+    async with BackendPool(config.gateway, reserved_names=CONTROL_TOOLS, started=started,
+                           interceptors=build_interceptors(config.gateway, redact)) as pool, \
             anyio.create_task_group() as tg:
         mcp, sessions = build_gateway(config, pool, registry, state, redact,
                                       allow_any_command=allow_any_command)

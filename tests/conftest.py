@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import psutil
 import pytest
 from fastmcp import Client
@@ -30,7 +32,14 @@ MODES = ["auto", "legacy"]
 
 def wait_until(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05,
                message: str = "condition") -> Any:
-    """Polls `condition` until truthy; fails the test after `timeout` seconds."""
+    """Polls `condition` until truthy; fails the test after `timeout` seconds. Only outside an event
+    loop: inside one it would block the very loop that has to make the condition come true."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError("wait_until would block the running event loop; use `await wait_for(...)`")
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
@@ -39,6 +48,16 @@ def wait_until(condition: Callable[[], Any], timeout: float = 10.0, interval: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         time.sleep(interval)
+
+
+async def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
+                   message: str = "condition") -> Any:
+    """`wait_until` for async code: the event loop keeps running between polls."""
+    with anyio.move_on_after(timeout):
+        while not (value := condition()):
+            await anyio.sleep(interval)
+        return value
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
 
 
 def free_port() -> int:
@@ -100,31 +119,92 @@ def stdio_client(config: Path, mark: str, mode: str = "auto", *extra_args: str, 
     return Client(transport, mode=mode, timeout=60, **kwargs)
 
 
-@contextmanager
+class ServedProcess:
+    """A server process on a free port: `with` it in sync code, `async with` it in async code (the
+    waits then leave the event loop running). Gives (url, process); stops it and waits for the
+    port to close on the way out."""
+
+    def __init__(self, args: list[str], path: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.args = [arg.replace("{port}", str(self.port)) for arg in args]
+        self.url = f"http://127.0.0.1:{self.port}{path}"
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _start(self) -> None:
+        # stderr into a file, not a pipe: a pipe nobody reads stops a chatty server once it is full
+        self.stderr = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(self.args, env=self.env, stdout=subprocess.DEVNULL, stderr=self.stderr)
+
+    def _started(self) -> bool:
+        return port_open(self.port) or self.proc.poll() is not None
+
+    def _check(self) -> tuple[str, subprocess.Popen[bytes]]:
+        if self.proc.poll() is not None:
+            self.stderr.seek(0)
+            raise AssertionError(f"{self.args[0]} exited: {self.stderr.read().decode(errors='replace')}")
+        return self.url, self.proc
+
+    def _stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+
+    def _kill_if_running(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.stderr.close()
+
+    def __enter__(self) -> tuple[str, subprocess.Popen[bytes]]:
+        self._start()
+        try:
+            wait_until(self._started, timeout=60, message=f"port {self.port}")
+            return self._check()
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        self._kill_if_running()
+        wait_until(lambda: not port_open(self.port), timeout=5, message=f"port {self.port} to close")
+
+    async def __aenter__(self) -> tuple[str, subprocess.Popen[bytes]]:
+        self._start()
+        try:
+            await wait_for(self._started, timeout=60, message=f"port {self.port}")
+            return self._check()
+        except BaseException:
+            await self.__aexit__()
+            raise
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self._stop()
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(10):
+                while self.proc.poll() is None:
+                    await anyio.sleep(0.02)
+            self._kill_if_running()
+            await wait_for(lambda: not port_open(self.port), timeout=5, message=f"port {self.port} to close")
+
+
 def http_gateway(config: Path | None, mark: str, transport: str = "streamable-http",
-                 *extra_args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Runs `gateway --transport ...` on a free port; yields (url, process)."""
-    port = free_port()
-    args = [GATEWAY, "--transport", transport, "--port", str(port), *extra_args]
+                 *extra_args: str) -> ServedProcess:
+    """Runs `gateway --transport ...` on a free port."""
+    args = [GATEWAY, "--transport", transport, "--port", "{port}", *extra_args]
     if config is not None:
         args += ["--auto-register", str(config)]
-    proc = subprocess.Popen(args, env=gateway_env(mark), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        wait_until(lambda: port_open(port) or proc.poll() is not None, timeout=60, message="gateway port")
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-        path = "/sse" if transport == "sse" else "/mcp"
-        yield f"http://127.0.0.1:{port}{path}", proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
-        wait_until(lambda: not port_open(port), timeout=5, message=f"port {port} to close")
+    return ServedProcess(args, "/sse" if transport == "sse" else "/mcp", gateway_env(mark))
+
+
+def remote_backend(mark: str, transport: str) -> ServedProcess:
+    """The testing backend serving streamable HTTP (`http`) or SSE on its own port."""
+    return ServedProcess([PYTHON, str(TESTING_SERVER), transport, "{port}"],
+                         "/sse" if transport == "sse" else "/mcp", gateway_env(mark))
 
 
 class Notifications(MessageHandler):

@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from conftest import (MODES, PYTHON, TESTING_SERVER, Notifications, backend_spec, processes_marked, stdio_client,
-                      text_of, wait_until, write_config)
+                      text_of, wait_for, write_config)
 
 
 async def servers(client) -> dict[str, dict]:
@@ -121,7 +121,7 @@ async def test_backend_tool_list_changes_are_picked_up(tmp_path: Path, mark: str
             assert time.monotonic() < deadline, "the backend's new tool never appeared"
         assert text_of(await client.call_tool("testing__fresh", {})) == "I am fresh"
         if mode == "legacy":  # only handshake-era clients have a channel for unsolicited notifications
-            wait_until(lambda: notes.tools_changed >= 1, timeout=5, message="tools/list_changed")
+            await wait_for(lambda: notes.tools_changed >= 1, timeout=5, message="tools/list_changed")
 
 
 async def test_removing_a_backend_ends_its_in_flight_calls(tmp_path: Path, mark: str) -> None:

@@ -6,8 +6,6 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -16,7 +14,8 @@ from fastmcp import Client
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from conftest import (GATEWAY, MODES, PYTHON, TESTING_SERVER, Notifications, backend_spec, free_port, gateway_env,
-                      http_gateway, port_open, processes_marked, stdio_client, text_of, wait_until, write_config)
+                      http_gateway, processes_marked, remote_backend, stdio_client, text_of, wait_for, wait_until,
+                      write_config)
 
 
 def gone(pid: int) -> bool:
@@ -26,25 +25,10 @@ def gone(pid: int) -> bool:
         return True
 
 
-@contextmanager
-def remote_backend(mark: str, transport: str) -> Iterator[str]:
-    """The testing backend serving streamable HTTP or SSE on its own port."""
-    port = free_port()
-    proc = subprocess.Popen([PYTHON, str(TESTING_SERVER), transport, str(port)], env=gateway_env(mark),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: port_open(port), timeout=30, message="remote backend port")
-        yield f"http://127.0.0.1:{port}/{'sse' if transport == 'sse' else 'mcp'}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        wait_until(lambda: not port_open(port), timeout=5, message=f"port {port} to close")
-
-
 @pytest.mark.parametrize("mode", MODES)
 async def test_streamable_http_front(tmp_path: Path, mark: str, mode: str) -> None:
     config = write_config(tmp_path / "config.json", {"testing": backend_spec(mark)})
-    with http_gateway(config, mark) as (url, _proc):
+    async with http_gateway(config, mark) as (url, _proc):
         notes = Notifications()
         async with Client(url, mode=mode, message_handler=notes, timeout=60) as client:
             assert (client.protocol_version in MODERN_PROTOCOL_VERSIONS) == (mode == "auto")
@@ -60,7 +44,7 @@ async def test_streamable_http_front(tmp_path: Path, mark: str, mode: str) -> No
             await client.call_tool("register_server", {
                 "name": "extra", "command": PYTHON, "args": [str(TESTING_SERVER)],
                 "env": {"GATEWAY_TEST_MARK": mark}})
-            wait_until(lambda: notes.tools_changed >= 1, timeout=5, message="tools/list_changed")
+            await wait_for(lambda: notes.tools_changed >= 1, timeout=5, message="tools/list_changed")
             assert (await client.call_tool("extra__echo", {"text": "x"})).data == "x"
             await client.call_tool("remove_server", {"name": "extra"})
             assert "extra__echo" not in {t.name for t in await client.list_tools()}
@@ -68,14 +52,14 @@ async def test_streamable_http_front(tmp_path: Path, mark: str, mode: str) -> No
 
 async def test_sse_front(tmp_path: Path, mark: str) -> None:
     config = write_config(tmp_path / "config.json", {"testing": backend_spec(mark)})
-    with http_gateway(config, mark, "sse") as (url, _proc):
+    async with http_gateway(config, mark, "sse") as (url, _proc):
         assert url.endswith("/sse")
         async with Client(url, timeout=60) as client:
             assert (await client.call_tool("testing__echo", {"text": "sse"})).data == "sse"
 
 
 async def test_remote_backends_over_streamable_http_and_sse(tmp_path: Path, mark: str) -> None:
-    with remote_backend(mark, "http") as http_url, remote_backend(mark, "sse") as sse_url:
+    async with remote_backend(mark, "http") as (http_url, _), remote_backend(mark, "sse") as (sse_url, _):
         config = write_config(tmp_path / "config.json", {
             "web": {"url": http_url, "headers": {"X-Api-Key": "k"}},
             "legacy": {"url": sse_url, "type": "sse", "timeout": 1},
@@ -102,7 +86,7 @@ async def test_remote_backends_over_streamable_http_and_sse(tmp_path: Path, mark
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 async def test_signals_stop_every_backend_and_its_children(tmp_path: Path, mark: str, sig: signal.Signals) -> None:
     config = write_config(tmp_path / "config.json", {"a": backend_spec(mark), "b": backend_spec(mark)})
-    with http_gateway(config, mark) as (url, proc):
+    async with http_gateway(config, mark) as (url, proc):
         async with Client(url, timeout=60) as client:
             pids = [(await client.call_tool(f"{name}__pid", {})).data for name in ("a", "b")]
             pids.append((await client.call_tool("a__spawn_child", {"seconds": 120})).data)
@@ -110,7 +94,7 @@ async def test_signals_stop_every_backend_and_its_children(tmp_path: Path, mark:
         proc.send_signal(sig)
         proc.wait(timeout=10)
         for pid in pids:
-            wait_until(lambda: gone(pid), timeout=5, message=f"process {pid} to exit")
+            await wait_for(lambda: gone(pid), timeout=5, message=f"process {pid} to exit")
         assert time.monotonic() - started < 5
 
 

@@ -1,4 +1,4 @@
-"""The gateway's pipe streams (gateway/stdio.py) against what a misbehaving peer writes."""
+"""The gateway's pipe streams (gateway/line_streams.py) against what a misbehaving peer writes."""
 
 import os
 import time
@@ -8,8 +8,8 @@ import anyio
 import mcp_types
 import pytest
 
-from gateway import stdio
-from gateway.stdio import LineReader
+from gateway import line_streams
+from gateway.line_streams import LineReader
 
 
 def _response(request_id: int, text: str) -> bytes:
@@ -44,7 +44,7 @@ async def _read_all(write: Callable[[Callable[[bytes], object]], None]) -> list[
 
 async def test_an_oversized_message_is_dropped_and_reported_and_reading_goes_on(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stdio, "MAX_LINE", 4096)
+    monkeypatch.setattr(line_streams, "MAX_LINE", 4096)
 
     def write(out: Callable[[bytes], object]) -> None:
         out(_response(1, "before"))

@@ -129,7 +129,7 @@ async def test_http_auth_on_mcp_and_admin_routes(token_gateway: str) -> None:
 
 async def test_sse_front_requires_the_token_too(tmp_path: Path, mark: str) -> None:
     config = write_config(tmp_path / "config.json", {})
-    with http_gateway(config, mark, "sse", "--auth-token", "sse-token") as (url, _):
+    async with http_gateway(config, mark, "sse", "--auth-token", "sse-token") as (url, _):
         async with httpx2.AsyncClient() as http:
             response = await http.get(url, headers={"Accept": "text/event-stream"})
             assert response.status_code == 401

@@ -12,7 +12,7 @@ import pytest
 from mcp import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from conftest import MODES, PYTHON, Notifications, stdio_client, backend_spec, text_of, wait_until, write_config
+from conftest import MODES, PYTHON, Notifications, stdio_client, backend_spec, text_of, wait_for, write_config
 
 CONTROL = {"register_server", "remove_server", "list_servers", "call_backend", "route_pipeline"}
 
@@ -120,7 +120,7 @@ async def test_timeouts_per_call_per_server_and_the_session_survives(tmp_path: P
         assert result.is_error
         assert "'slow'" in text_of(result) and "'testing'" in text_of(result) and "0.4s" in text_of(result)
         # the backend was told to cancel, and the same session keeps working
-        wait_until(lambda: cancel_log.exists() and cancel_log.read_text().strip(), timeout=5,
+        await wait_for(lambda: cancel_log.exists() and cancel_log.read_text().strip(), timeout=5,
                    message="the backend to see the cancellation")
         assert (await client.call_tool("testing__echo", {"text": "ok"})).data == "ok"
 
@@ -152,13 +152,13 @@ async def test_progress_and_log_messages_reach_the_caller(config: Path, mark: st
                                                 "params": {"steps": 2}}, progress_handler=on_progress)
         assert [p[0] for p in progress] == [1, 2]
         await client.call_tool("testing__log", {"message": "hello from the backend", "level": "warning"})
-        wait_until(lambda: any("hello from the backend" in line for line in logs), timeout=5,
+        await wait_for(lambda: any("hello from the backend" in line for line in logs), timeout=5,
                    message="the backend's log message")
         if mode == "legacy":  # logging/setLevel is a handshake-era request
             await client.set_logging_level("error")
             await client.call_tool("testing__log", {"message": "too chatty", "level": "warning"})
             await client.call_tool("testing__log", {"message": "worth knowing", "level": "error"})
-            wait_until(lambda: any("worth knowing" in line for line in logs), timeout=5, message="the error")
+            await wait_for(lambda: any("worth knowing" in line for line in logs), timeout=5, message="the error")
             assert not any("too chatty" in line for line in logs)
 
 
@@ -170,7 +170,7 @@ async def test_register_and_remove_at_runtime(tmp_path: Path, config: Path, mark
             "env": {"GATEWAY_TEST_MARK": mark}, "description": "a second copy"})
         assert registered.structured_content["registered"] == "extra"
         assert "echo" in {t["name"] for t in registered.structured_content["tools"]}
-        wait_until(lambda: notes.tools_changed >= 1, timeout=5, message="tools/list_changed")
+        await wait_for(lambda: notes.tools_changed >= 1, timeout=5, message="tools/list_changed")
         assert "extra__echo" in {t.name for t in await client.list_tools()}
         assert (await client.call_tool("extra__echo", {"text": "hi"})).data == "hi"
         extra_pid = (await client.call_tool("extra__pid", {})).data
@@ -194,9 +194,9 @@ async def test_register_and_remove_at_runtime(tmp_path: Path, config: Path, mark
         before = notes.tools_changed
         removed = await client.call_tool("remove_server", {"name": "extra"})
         assert removed.structured_content["servers"] == ["testing"]
-        wait_until(lambda: notes.tools_changed > before, timeout=5, message="tools/list_changed")
+        await wait_for(lambda: notes.tools_changed > before, timeout=5, message="tools/list_changed")
         assert not any(t.name.startswith("extra__") for t in await client.list_tools())
-        wait_until(lambda: not psutil.pid_exists(extra_pid) or
+        await wait_for(lambda: not psutil.pid_exists(extra_pid) or
                    psutil.Process(extra_pid).status() == psutil.STATUS_ZOMBIE,
                    timeout=5, message="the removed backend's process to exit")
         gone = await client.call_tool("remove_server", {"name": "extra"}, raise_on_error=False)
@@ -314,6 +314,6 @@ async def test_closing_stdin_stops_every_backend_and_its_children(config: Path, 
         assert psutil.pid_exists(child_pid)
     started = time.monotonic()
     for pid in (backend_pid, child_pid):
-        wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+        await wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
                    timeout=5, message=f"process {pid} to exit")
     assert time.monotonic() - started < 5

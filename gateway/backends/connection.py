@@ -20,9 +20,9 @@ CLOSE_GRACE = 5.0  # for a session to wind down before it is cancelled
 
 
 class Connection:
-    def __init__(self, client: Client, spawn: Callable[..., None]) -> None:
+    def __init__(self, client: Client, start_task: Callable[..., None]) -> None:
         self.client = client
-        self._spawn = spawn
+        self._start_task = start_task
         self._opened = anyio.Event()
         self._leave = anyio.Event()
         self._done = anyio.Event()
@@ -36,7 +36,7 @@ class Connection:
     async def open(self) -> None:
         """Connects and negotiates; raises what connecting raised. Bound it with a timeout: a
         cancelled open leaves the connection to `close()`."""
-        self._spawn(self._hold)
+        self._start_task(self._hold)
         await self._opened.wait()
         if self._error is not None:
             raise self._error

@@ -1,5 +1,7 @@
 """What can go wrong on the way to a backend, as exceptions whose text is meant for the caller."""
 
+from mcp import MCPError
+
 
 class BackendError(Exception):
     """Any failure to reach or use a backend; str(exc) is the message shown to the client."""
@@ -39,3 +41,26 @@ class BackendRejected(BackendError):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class GatewayBug(BackendError):
+    """Something in the gateway itself went wrong; it is logged with its traceback."""
+
+
+def describe_exception(exc: BaseException) -> str:
+    """What went wrong on the way to a backend, in a few words (the root OS error when there is one)."""
+    root = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    if isinstance(root, OSError) and root is not exc:
+        exc = root
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, MCPError):
+        return exc.error.message
+    if isinstance(exc, FileNotFoundError):
+        return f"command not found: {exc.filename or exc}"
+    if isinstance(exc, PermissionError):
+        return f"command not executable: {exc.filename or exc}"
+    text = str(exc) or type(exc).__name__
+    return text.removeprefix("Client failed to connect: ")

@@ -1,17 +1,17 @@
-"""The set of backends: concurrent start, one call path, and the index of re-exported names."""
+"""The set of backends: concurrent start, the one request entry, and the index of re-exported names."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
 import anyio
-import mcp_types
 
-from gateway.backends.backend import Backend, LogSink, ProgressHandler
+from gateway.backends.backend import Backend
 from gateway.backends.errors import BackendUnavailable, RegistrationError, UnknownServer
+from gateway.backends.invocation import Interceptor, Invocation, Result, chain
 from gateway.backends.process import Started
 from gateway.config import GatewaySettings, ServerSpec
 from gateway.names import build_index, check_server_name
@@ -25,8 +25,9 @@ class BackendPool:
     """Owns every backend session. Use as `async with BackendPool(settings) as pool:`."""
 
     def __init__(self, settings: GatewaySettings, reserved_names: Iterable[str] = (),
-                 started: dict[str, Started] | None = None) -> None:
+                 started: dict[str, Started] | None = None, interceptors: Sequence[Interceptor] = ()) -> None:
         self.settings = settings
+        self._chain = chain(interceptors, self._request)
         # processes the CLI started ahead, taken over by their backend; the CLI stops any left
         self._started = dict(started or {})
         self.reserved_names = frozenset(reserved_names)
@@ -37,7 +38,6 @@ class BackendPool:
         self.tool_index: dict[str, tuple[str, str]] = {}
         self.prompt_index: dict[str, tuple[str, str]] = {}
         self.collisions: list[str] = []
-        self.version = 0
 
     async def __aenter__(self) -> BackendPool:
         self._tg = await self._stack.enter_async_context(anyio.create_task_group())
@@ -51,7 +51,7 @@ class BackendPool:
             self._tg.cancel_scope.cancel()
             await self._stack.__aexit__(*exc_info)
 
-    def _spawn(self, fn: Callable[[], Any]) -> None:
+    def _start_task(self, fn: Callable[[], Any]) -> None:
         assert self._tg is not None, "the pool is not running"
         self._tg.start_soon(fn)
 
@@ -88,8 +88,7 @@ class BackendPool:
                                     f"choose another name")
         backend = Backend(name, spec, call_timeout=self.settings.call_timeout,
                           connect_timeout=self.settings.connect_timeout,
-                          max_result_bytes=self.settings.max_result_bytes,
-                          on_change=self._changed, spawn=self._spawn, runtime=runtime,
+                          on_change=self._changed, start_task=self._start_task, runtime=runtime,
                           started=None if runtime else self._started.pop(name, None))
         self._backends[name] = backend  # claims the name at once; visible as "connecting"
         try:
@@ -134,18 +133,15 @@ class BackendPool:
                 for backend in backends:
                     tg.start_soon(backend.aclose)
 
-    # -- calls --------------------------------------------------------------------------------
+    # -- requests -----------------------------------------------------------------------------
 
-    async def call(self, server: str, tool: str, args: dict[str, Any], *, timeout: float | None = None,
-                   progress: ProgressHandler | None = None, log: LogSink | None = None
-                   ) -> mcp_types.CallToolResult:
-        """The one road into a backend tool: control tools, re-exported tools and pipelines."""
-        return await self.get(server).call(tool, args, timeout=timeout, progress=progress, log=log)
+    async def invoke(self, invocation: Invocation) -> Result:
+        """The one entry for every request to a backend, through the interceptors: the backend's
+        result as it came, or a BackendError whose text is meant for the caller."""
+        return await self._chain(invocation)
 
-    async def call_raw(self, server: str, tool: str, args: dict[str, Any], *, timeout: float | None = None,
-                       progress: ProgressHandler | None = None, log: LogSink | None = None) -> dict[str, Any]:
-        """The same call, its result left as the backend sent it (for relaying it unchanged)."""
-        return await self.get(server).call_raw(tool, args, timeout=timeout, progress=progress, log=log)
+    async def _request(self, invocation: Invocation) -> Result:
+        return await self.get(invocation.server).request(invocation)
 
     # -- change events ------------------------------------------------------------------------
 
@@ -153,15 +149,14 @@ class BackendPool:
         self._listeners.append(listener)
 
     def _changed(self, _backend: Backend) -> None:
-        ready = [b for b in self._backends.values() if b.components.tools or b.components.prompts]
+        ready = [b.catalog for b in self._backends.values() if b.catalog.tools or b.catalog.prompts]
         sep = self.settings.separator
         self.tool_index, tool_collisions = build_index(
-            ((b.name, t) for b in ready for t in b.components.tools), sep, self.reserved_names)
+            ((c.server, t) for c in ready for t in c.tools), sep, self.reserved_names)
         self.prompt_index, prompt_collisions = build_index(
-            ((b.name, p.name) for b in ready for p in b.components.prompts), sep)
+            ((c.server, p.name) for c in ready for p in c.prompts), sep)
         for message in set(tool_collisions + prompt_collisions) - set(self.collisions):
             logger.warning("name collision: %s", message)
         self.collisions = tool_collisions + prompt_collisions
-        self.version += 1
         for listener in self._listeners:
             listener()

@@ -72,7 +72,7 @@ class StderrTail:
         self.file.close()
 
 
-def spawn(spec: ServerSpec, stderr: StderrTail) -> subprocess.Popen[bytes]:
+def start_process(spec: ServerSpec, stderr: StderrTail) -> subprocess.Popen[bytes]:
     """Starts a stdio backend in a session (and process group) of its own, pipes non-blocking."""
     assert spec.command is not None
     env = {k: v for k in INHERITED_ENV if (v := os.environ.get(k)) is not None and not v.startswith("()")}
@@ -101,7 +101,7 @@ def start_ahead(specs: dict[str, ServerSpec]) -> dict[str, Started]:
         if spec.active and spec.kind == "stdio":
             stderr = StderrTail(name)
             try:
-                started[name] = Started(spawn(spec, stderr), stderr)
+                started[name] = Started(start_process(spec, stderr), stderr)
             except (OSError, ValueError):
                 started[name] = Started(None, stderr)
     return started

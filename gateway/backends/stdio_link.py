@@ -1,7 +1,7 @@
 """The gateway's own stdio link to a backend process, in place of mcp's stdio client.
 
 The session reads lines straight from the process's stdout and writes straight to its stdin (see
-`gateway.stdio`). Owning the process also gives us its pid: closing stops the backend's whole
+`gateway.line_streams`). Owning the process also gives us its pid: closing stops the backend's whole
 process group, children included.
 """
 
@@ -11,9 +11,9 @@ import subprocess
 
 import anyio
 
-from gateway.backends.process import StderrTail, spawn, stop_process_group
+from gateway.backends.process import StderrTail, start_process, stop_process_group
 from gateway.config import ServerSpec
-from gateway.stdio import LineReader, LineWriter
+from gateway.line_streams import LineReader, LineWriter
 
 
 class StdioLink:
@@ -30,7 +30,7 @@ class StdioLink:
         return self._process is not None and self._process.poll() is None
 
     async def __aenter__(self) -> tuple[LineReader, LineWriter]:
-        process = self._process = self._process or spawn(self.spec, self.stderr)
+        process = self._process = self._process or start_process(self.spec, self.stderr)
         assert process.stdin is not None and process.stdout is not None
         return LineReader(process.stdout.fileno()), LineWriter(process.stdin.fileno())
 

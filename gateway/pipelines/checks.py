@@ -25,7 +25,7 @@ def check_against_pool(pipeline: Pipeline, pool: BackendPool) -> list[str]:
                             f"started to check it: {backend.last_error}")
             continue
         try:
-            tool = backend.tool_entry(spec.tool).tool
+            tool = backend.catalog.tool(spec.tool).tool
         except BackendError as exc:
             problems.append(f"{where} '{step.id}', field 'tool': {exc}")
             continue

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import mcp_types
 
 from gateway.backends.errors import BackendError
+from gateway.backends.invocation import Invocation, LogSink, Road
 from gateway.backends.pool import BackendPool
 from gateway.pipelines.spec import Fallback, Pipeline, PipelineError, Step
 from gateway.pipelines.templates import TemplateProblem
@@ -71,14 +71,19 @@ def check_inputs(pipeline: Pipeline, inputs: dict[str, Any]) -> dict[str, Any]:
     return {**filled, **inputs}
 
 
-def result_value(result: mcp_types.CallToolResult, output_schema: dict[str, Any] | None) -> Any:
+def result_text(result: dict[str, Any]) -> str:
+    return "".join(block.get("text") or "" for block in result.get("content") or ()
+                   if isinstance(block, dict) and block.get("type") == "text")
+
+
+def result_value(result: dict[str, Any], output_schema: dict[str, Any] | None) -> Any:
     """A tool result as data: structured content, else the text parsed as JSON when it is JSON."""
-    structured = result.structured_content
-    if structured is not None:
+    structured = result.get("structuredContent")
+    if isinstance(structured, dict):
         if (output_schema or {}).get("x-fastmcp-wrap-result") and set(structured) == {"result"}:
             return structured["result"]
         return structured
-    text = "".join(block.text for block in result.content if isinstance(block, mcp_types.TextContent))
+    text = result_text(result)
     try:
         return json.loads(text)
     except ValueError:
@@ -87,11 +92,13 @@ def result_value(result: mcp_types.CallToolResult, output_schema: dict[str, Any]
 
 class PipelineRun:
     def __init__(self, pipeline: Pipeline, inputs: dict[str, Any], pool: BackendPool,
-                 progress: StepProgress | None) -> None:
+                 progress: StepProgress | None, log: LogSink | None, caller: str | None) -> None:
         self.pipeline = pipeline
         self.inputs = inputs
         self.pool = pool
         self.progress = progress
+        self.log = log  # the pipeline caller's: backends' log messages during its steps go there
+        self.caller = caller
         self.runs = {step_id: StepRun() for step_id in pipeline.steps}
         self.finished = 0
         self.failure: str | None = None
@@ -207,11 +214,13 @@ class PipelineRun:
         for attempt in range(spec.retries + 1):
             run.attempts += 1
             try:
-                result = await self.pool.call(spec.server, spec.tool, args, timeout=spec.timeout)
-                if not result.is_error:
-                    schema = self.pool.get(spec.server).tool_entry(spec.tool).tool.output_schema
+                result = await self.pool.invoke(Invocation(
+                    Road.pipeline, spec.server, "tools/call", {"name": spec.tool, "arguments": args},
+                    timeout=spec.timeout, caller=self.caller, log=self.log))
+                if not result.get("isError"):
+                    schema = self.pool.get(spec.server).catalog.tool(spec.tool).tool.output_schema
                     return result_value(result, schema)
-                error = "".join(getattr(b, "text", "") for b in result.content) or "the tool reported an error"
+                error = result_text(result) or "the tool reported an error"
             except BackendError as exc:
                 error = str(exc)
             if attempt < spec.retries:
@@ -221,7 +230,9 @@ class PipelineRun:
 
 
 async def run_pipeline(pipeline: Pipeline, inputs: dict[str, Any], pool: BackendPool,
-                       progress: StepProgress | None = None) -> dict[str, Any]:
-    """Checks inputs (raising PipelineError before anything runs), then runs every step."""
+                       progress: StepProgress | None = None, log: LogSink | None = None,
+                       caller: str | None = None) -> dict[str, Any]:
+    """Checks inputs (raising PipelineError before anything runs), then runs every step; each
+    step is a request through the pool's one entry."""
     checked = check_inputs(pipeline, inputs)
-    return await PipelineRun(pipeline, checked, pool, progress).execute()
+    return await PipelineRun(pipeline, checked, pool, progress, log, caller).execute()

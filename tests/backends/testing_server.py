@@ -4,7 +4,9 @@ python testing_server.py              -> stdio
 python testing_server.py http PORT    -> streamable HTTP on 127.0.0.1:PORT/mcp
 python testing_server.py sse PORT     -> SSE on 127.0.0.1:PORT/sse
 
-TEST_BACKEND_CRASH_ON_START=1 makes it exit with status 3 before serving;
+TEST_BACKEND_CRASH_ON_START=1 makes it exit with status 3 before serving, and
+TEST_BACKEND_CRASH_ON_START_IF=PATH does so when PATH exists (a backend that starts once, then
+fails on its restarts);
 TEST_BACKEND_START_DELAY=SECONDS delays serving;
 TEST_BACKEND_CANCEL_LOG=FILE records cancelled slow/hang calls, one line each.
 """
@@ -26,7 +28,8 @@ from typing import Any
 CRASH_ON_START_MESSAGE = "testing backend: refusing to start (TEST_BACKEND_CRASH_ON_START)"
 
 # Decided before the slow imports, so a backend that fails to start fails fast even on a busy machine.
-if os.environ.get("TEST_BACKEND_CRASH_ON_START") == "1":
+_crash_marker = os.environ.get("TEST_BACKEND_CRASH_ON_START_IF")
+if os.environ.get("TEST_BACKEND_CRASH_ON_START") == "1" or (_crash_marker and os.path.exists(_crash_marker)):
     if "API_TOKEN" in os.environ:  # like a backend that logs its configuration, secrets and all
         sys.stderr.write(f"testing backend: API_TOKEN={os.environ['API_TOKEN']}\n")
     sys.stderr.write(CRASH_ON_START_MESSAGE + "\n")
@@ -210,6 +213,15 @@ async def log(ctx: Context, message: str, level: LoggingLevel = "info") -> str:
 
 
 @mcp.tool
+async def chatter(ctx: Context, tag: str, times: int = 5, pause: float = 0.02) -> str:
+    """Send `times` log messages naming `tag`, `pause` seconds apart, then answer with `tag`."""
+    for i in range(times):
+        await ctx.info(f"{tag} line {i}")
+        await asyncio.sleep(pause)
+    return tag
+
+
+@mcp.tool
 def image() -> Image:
     """Return a 1x1 PNG image."""
     return Image(data=PNG_BYTES, format="png")
@@ -276,6 +288,17 @@ def info() -> str:
 @mcp.resource("test://items/{item_id}")
 def item(item_id: str) -> str:
     return f"item {item_id}"
+
+
+@mcp.resource("test://slow/{seconds}")
+async def slow_resource(seconds: str) -> str:
+    await asyncio.sleep(float(seconds))
+    return f"slept {seconds}"
+
+
+@mcp.resource("test://big/{kb}")
+def big_resource(kb: str) -> str:
+    return "y" * (int(kb) * 1024)
 
 
 @mcp.prompt

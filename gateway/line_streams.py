@@ -1,5 +1,5 @@
-"""JSON-RPC over non-blocking pipes, one message per line: the gateway's stdio front and its link
-to each stdio backend.
+"""JSON-RPC over non-blocking pipes, one message per line: the streams of the gateway's stdio front
+(gateway/stdio_front.py) and of its link to each stdio backend (gateway/backends/stdio_link.py).
 
 mcp's stdio transports pass every message through a memory stream and a task in each direction;
 its server side also hops to a worker thread for each readline, write and flush, and its client
@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import stat
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import anyio
 import mcp_types
@@ -207,21 +204,3 @@ def _parse(line: bytes) -> SessionMessage | Exception:
         return SessionMessage(mcp_types.jsonrpc_message_adapter.validate_json(line, by_name=False))
     except ValueError as exc:  # handed to the session, which reports it, as mcp's stdio client does
         return exc
-
-
-def is_pipe(fd: int) -> bool:
-    mode = os.fstat(fd).st_mode
-    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
-
-
-@asynccontextmanager
-async def stdio_streams() -> AsyncIterator[tuple[LineReader, LineWriter]]:
-    """The gateway's own stdin and stdout as session streams; their blocking mode is restored after."""
-    saved = os.get_blocking(0), os.get_blocking(1)
-    os.set_blocking(0, False)
-    os.set_blocking(1, False)
-    try:
-        yield LineReader(0), LineWriter(1)
-    finally:
-        os.set_blocking(0, saved[0])
-        os.set_blocking(1, saved[1])

@@ -1,0 +1,147 @@
+"""Every private name of FastMCP and mcp the gateway touches, and the check that they are there.
+
+FastMCP 4 and mcp 2 offer no public hook for what the gateway needs: the stdio server's streams,
+the lowlevel server (its middleware chain and its tool-schema hook), a session's connection (its
+handshake state, its id, the log level its client asked for), FastMCP's session-state store, and
+a client session's raw request path. Nothing else in the gateway uses a private name; `problems()`
+runs when the gateway starts and names what is missing, so a version that lacks one stops the
+gateway at once instead of failing open later. Moving the pins in pyproject.toml is a deliberate
+step taken together with this module and its test (tests/test_compat.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import cached_property
+from importlib import metadata
+from typing import Any
+
+import fastmcp.server.context as fastmcp_context
+from fastmcp import FastMCP
+from mcp import ClientSession
+from mcp.server.connection import Connection
+from mcp.server.lowlevel import Server
+from mcp.server.session import ServerSession
+from mcp.shared.inbound import MCP_NAME_HEADER, NAME_BEARING_METHODS, encode_header_value
+
+from gateway.session_state import SessionState
+
+FASTMCP_VERSION = "4.2.3"
+MCP_VERSION = "2.3.0"
+
+ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
+
+
+def _assigned_in_init(cls: type, name: str) -> bool:
+    """Whether `cls.__init__` assigns `self.<name>`; instance attributes have no class-level trace."""
+    return name in cls.__init__.__code__.co_names
+
+
+_REQUIRED: tuple[tuple[str, Callable[[], bool]], ...] = (
+    ("FastMCP._mcp_server", lambda: _assigned_in_init(FastMCP, "_mcp_server")),
+    ("FastMCP._lifespan_manager", lambda: callable(getattr(FastMCP, "_lifespan_manager", None))),
+    ("FastMCP._state_store", lambda: hasattr(FastMCP, "_state_store")),
+    ("fastmcp.server.context._get_client_log_level", lambda: callable(
+        getattr(fastmcp_context, "_get_client_log_level", None))),
+    ("fastmcp.server.context.set_transport", lambda: callable(getattr(fastmcp_context, "set_transport", None))),
+    ("fastmcp.server.context.reset_transport", lambda: callable(getattr(fastmcp_context, "reset_transport", None))),
+    ("mcp Server.middleware", lambda: _assigned_in_init(Server, "middleware")),
+    ("mcp Server.get_tool_input_schema", lambda: _assigned_in_init(Server, "get_tool_input_schema")),
+    ("mcp Server.server_info_stamp", lambda: hasattr(Server, "server_info_stamp")),
+    ("mcp ServerSession._connection", lambda: _assigned_in_init(ServerSession, "_connection")),
+    ("mcp Connection.initialize_accepted", lambda: hasattr(Connection, "initialize_accepted")),
+    ("mcp Connection.exit_stack", lambda: _assigned_in_init(Connection, "exit_stack")),
+    ("mcp ClientSession._stamp", lambda: _assigned_in_init(ClientSession, "_stamp")),
+    ("mcp ClientSession._dispatcher", lambda: _assigned_in_init(ClientSession, "_dispatcher")),
+)
+
+
+def problems() -> list[str]:
+    """What this FastMCP/mcp install lacks of what the gateway uses; empty when all is there."""
+    missing = [name for name, present in _REQUIRED if not _safe(present)]
+    if not missing:
+        return []
+    installed = f"fastmcp {_installed('fastmcp')}, mcp {_installed('mcp')}"
+    return [f"this gateway needs fastmcp {FASTMCP_VERSION} and mcp {MCP_VERSION} (installed: {installed}); "
+            f"missing: {', '.join(missing)}. Reinstall with ./setup.sh"]
+
+
+def _safe(check: Callable[[], bool]) -> bool:
+    try:
+        return check()
+    except Exception:  # a check that cannot even run means the name is not what we need
+        return False
+
+
+def _installed(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+# -- the FastMCP server -------------------------------------------------------------------------
+
+
+class GatewayFastMCP(FastMCP):
+    """FastMCP with its per-session state in a dict (see gateway/session_state.py)."""
+
+    @cached_property
+    def _state_store(self) -> SessionState:  # type: ignore[override]
+        return SessionState()
+
+
+def lowlevel(mcp: FastMCP) -> Server[Any]:
+    """The mcp server under FastMCP: its middleware chain, its tool-schema hook, its runner."""
+    return mcp._mcp_server
+
+
+async def run_stdio(mcp: FastMCP, read_stream: Any, write_stream: Any) -> None:
+    """`FastMCP.run_stdio_async` on streams of our own (FastMCP has no hook for them)."""
+    token = fastmcp_context.set_transport("stdio")
+    try:
+        async with mcp._lifespan_manager():
+            server = mcp._mcp_server
+            await server.run(read_stream, write_stream, server.create_initialization_options())
+    finally:
+        fastmcp_context.reset_transport(token)
+
+
+# -- a client's connection, seen from the server -------------------------------------------------
+
+
+def connection_of(session: ServerSession) -> Connection:
+    """The connection a request came in on: one per handshake-era client, one per request otherwise."""
+    return session._connection
+
+
+def initialized(session: ServerSession) -> bool:
+    return connection_of(session).initialize_accepted
+
+
+def client_log_level(mcp: FastMCP, session: ServerSession) -> str | None:
+    """The lowest level the client asked for with logging/setLevel, else the server's default."""
+    return fastmcp_context._get_client_log_level(session) or mcp.client_log_level
+
+
+# -- a backend request as wire data ---------------------------------------------------------------
+
+
+async def send_raw_request(session: ClientSession, method: str, params: dict[str, Any], *, timeout: float,
+                           progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Sends a request exactly as `ClientSession.send_request` would and returns the raw result.
+
+    `ClientSession.call_tool` builds a request model, dumps it, validates the raw result twice and
+    parses it into a model, which the gateway's front would dump and validate again for its own
+    client. The gateway relays result dicts instead, validated once for the caller's protocol
+    version (see gateway/fastpath.py).
+    """
+    data: dict[str, Any] = {"method": method, "params": params}
+    opts: dict[str, Any] = {"timeout": timeout}
+    if progress is not None:
+        opts["on_progress"] = progress
+    session._stamp(data, opts)  # protocol-era _meta and headers (Mcp-Method, Mcp-Param-*)
+    name_key = NAME_BEARING_METHODS.get(method)
+    if name_key is not None and isinstance(name := params.get(name_key), str):
+        opts.setdefault("headers", {}).setdefault(MCP_NAME_HEADER, encode_header_value(name))
+    return await session._dispatcher.send_raw_request(method, data["params"], opts)  # type: ignore[arg-type]

@@ -1,0 +1,116 @@
+"""What one backend offers: its tools (with their argument checks), resources, templates, prompts."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import mcp_types
+from mcp import ClientSession, MCPError
+
+from gateway.backends.errors import InvalidParams, UnknownTool
+
+logger = logging.getLogger("gateway.backends")
+
+MAX_PAGES = 100  # a backend that pages forever gets its first pages listed
+
+
+@dataclass
+class ToolEntry:
+    tool: mcp_types.Tool
+
+    @cached_property
+    def validator(self) -> Any | None:
+        """A jsonschema validator, or None when the schema is unusable. Built on the tool's first
+        call: checking every listed schema, and importing jsonschema, would slow the start."""
+        schema = self.tool.input_schema
+        if not schema:
+            return None
+        import jsonschema
+
+        try:
+            cls = jsonschema.validators.validator_for(schema)
+            cls.check_schema(schema)
+            return cls(schema)
+        except jsonschema.SchemaError:
+            return None
+
+
+@dataclass
+class Catalog:
+    server: str
+    tools: dict[str, ToolEntry] = field(default_factory=dict)
+    resources: list[mcp_types.Resource] = field(default_factory=list)
+    templates: list[mcp_types.ResourceTemplate] = field(default_factory=list)
+    prompts: list[mcp_types.Prompt] = field(default_factory=list)
+
+    def tool(self, name: str) -> ToolEntry:
+        entry = self.tools.get(name)
+        if entry is None:
+            known = ", ".join(sorted(self.tools)) or "none"
+            raise UnknownTool(f"server '{self.server}' has no tool '{name}'. Its tools: {known}")
+        return entry
+
+    def check_arguments(self, name: str, args: dict[str, Any]) -> None:
+        entry = self.tool(name)
+        if entry.validator is None or entry.validator.is_valid(args):
+            return
+        error = next(iter(sorted(entry.validator.iter_errors(args), key=lambda e: e.path)), None)
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path)
+            raise InvalidParams(
+                f"params for '{name}' of server '{self.server}' do not match its input schema"
+                f"{f' at {where!r}' if where else ''}: {error.message}. "
+                f"Expected: {describe_params(entry.tool.input_schema)}")
+
+
+def describe_params(schema: dict[str, Any] | None) -> str:
+    """A one-line summary of what a tool accepts, for error messages read by an LLM."""
+    properties = (schema or {}).get("properties") or {}
+    if not properties:
+        return "no parameters"
+    required = set((schema or {}).get("required") or [])
+    parts = []
+    for name, prop in properties.items():
+        kind = prop.get("type") if isinstance(prop, dict) else None
+        kind = "|".join(kind) if isinstance(kind, list) else kind or "any"
+        parts.append(f"{name} ({kind}{', required' if name in required else ''})")
+    return ", ".join(parts)
+
+
+async def list_catalog(server: str, session: ClientSession) -> Catalog:
+    """Lists everything the backend advertises. Tools are the point of a backend: one that
+    advertises resources or prompts but fails to list them still serves its tools."""
+    caps = session.server_capabilities
+    tools = await _all_pages(session.list_tools, "tools")
+    found = Catalog(server, tools={t.name: ToolEntry(t) for t in tools})
+    if caps is not None and caps.resources is not None:
+        found.resources = await _optional(server, _all_pages(session.list_resources, "resources"), "resources")
+        found.templates = await _optional(server, _all_pages(session.list_resource_templates, "resource_templates"),
+                                          "resource templates")
+    if caps is not None and caps.prompts is not None:
+        found.prompts = await _optional(server, _all_pages(session.list_prompts, "prompts"), "prompts")
+    return found
+
+
+async def _all_pages(list_page: Callable[..., Awaitable[Any]], field_name: str) -> list[Any]:
+    items: list[Any] = []
+    cursor: str | None = None
+    for _ in range(MAX_PAGES):
+        page = await list_page(params=mcp_types.PaginatedRequestParams(cursor=cursor) if cursor else None)
+        items += getattr(page, field_name)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    return items
+
+
+async def _optional(server: str, listing: Awaitable[list[Any]], what: str) -> list[Any]:
+    try:
+        return await listing
+    except MCPError as exc:
+        logger.warning("server '%s' advertises %s but listing them failed: %s", server, what, exc)
+        return []

@@ -1,0 +1,73 @@
+"""A request to a backend, whoever makes it, and the interceptor chain every such request passes.
+
+Every road into a backend (re-exported tools, `call_backend`, resource reads, prompts, pipeline
+steps) builds an `Invocation` and hands it to `BackendPool.invoke`, which runs it through the
+interceptors assembled in `gateway.interceptors`. Timeouts, redaction, the size limit and what comes
+later (tool policy, audit, metrics, rate limits) are written once there, for every road.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import mcp_types
+
+LogMessage = mcp_types.LoggingMessageNotificationParams
+ProgressSink = Callable[[float, float | None, str | None], Awaitable[None]]
+LogSink = Callable[[LogMessage], Awaitable[None]]
+Result = dict[str, Any]  # the backend's result as it came on the wire
+CallNext = Callable[["Invocation"], Awaitable[Result]]
+Interceptor = Callable[["Invocation", CallNext], Awaitable[Result]]
+
+
+class Road(StrEnum):
+    """Which door of the gateway a request came through."""
+
+    tool = "tool"  # a re-exported <server>__<tool>
+    call_backend = "call_backend"
+    resource = "resource"
+    prompt = "prompt"
+    pipeline = "pipeline"
+
+
+@dataclass(slots=True, eq=False)  # each request is itself, however alike two are
+class Invocation:
+    road: Road
+    server: str
+    method: str  # tools/call, resources/read or prompts/get
+    params: dict[str, Any]  # as the backend will get them: its own tool, prompt or resource names
+    timeout: float | None = None  # seconds; None: the server's timeout
+    caller: str | None = None  # who asked, where the front knows: "stdio", an HTTP session id
+    progress: ProgressSink | None = None  # the caller's, when it asked for progress
+    log: LogSink | None = None  # where the backend's log messages for this request go
+
+    @property
+    def what(self) -> str:
+        """Names the request in messages: "the call to 'x'", "reading 'uri'", "the prompt 'p'"."""
+        if self.method == "tools/call":
+            return f"the call to '{self.params.get('name')}'"
+        if self.method == "resources/read":
+            return f"reading '{self.params.get('uri')}'"
+        return f"the prompt '{self.params.get('name')}'"
+
+    @property
+    def tool(self) -> str | None:
+        return self.params.get("name") if self.method == "tools/call" else None
+
+
+def chain(interceptors: Sequence[Interceptor], last: CallNext) -> CallNext:
+    """The interceptors around `last`, the first one outermost."""
+    call = last
+    for interceptor in reversed(interceptors):
+        call = _link(interceptor, call)
+    return call
+
+
+def _link(interceptor: Interceptor, call_next: CallNext) -> CallNext:
+    async def call(invocation: Invocation) -> Result:
+        return await interceptor(invocation, call_next)
+
+    return call

@@ -1,0 +1,20 @@
+"""The interceptors every backend request passes, assembled in one place from the config.
+
+An interceptor is `async def (invocation, call_next) -> result`: it may look at or change the
+invocation, call `call_next` (or not), and look at or change the result or the error. The first in
+the list is outermost. Later ones (tool policy, rate limits, audit, metrics) go in this list; the
+roads into a backend never change for them.
+"""
+
+from __future__ import annotations
+
+from gateway.backends.invocation import Interceptor
+from gateway.config import GatewaySettings
+from gateway.interceptors.redaction import Redaction
+from gateway.interceptors.size_limit import SizeLimit
+from gateway.policy import Redactor
+
+
+def build_interceptors(settings: GatewaySettings, redact: Redactor) -> list[Interceptor]:
+    # Redaction is outermost so that every error text, whichever interceptor made it, is covered.
+    return [Redaction(redact), SizeLimit(settings.max_result_bytes)]
