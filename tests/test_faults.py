@@ -100,8 +100,9 @@ async def test_floods_garbage_and_huge_results(tmp_path: Path, mark: str) -> Non
     async with stdio_client(config, mark) as client:
         gateway = next(p for p in processes_marked(mark) if p.cmdline()[1:2] and p.cmdline()[1].endswith("gateway"))
         rss_before = gateway.memory_info().rss
-        assert "wrote 20000 KB" in text_of(await client.call_tool("testing__flood", {"kb": 20_000}))
-        assert gateway.memory_info().rss - rss_before < 30 * 1024 * 1024  # the stderr tail is bounded
+        assert "wrote 50000 KB" in text_of(await client.call_tool("testing__flood", {"kb": 50_000}))
+        # the stderr tail is bounded: keeping 50 MB of it would show here
+        assert gateway.memory_info().rss - rss_before < 15 * 1024 * 1024
         garbage = await client.call_tool("testing__garbage", {}, raise_on_error=False)
         assert text_of(garbage) == "wrote garbage"
         assert (await client.call_tool("testing__echo", {"text": "still fine"})).data == "still fine"

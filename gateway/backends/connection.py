@@ -8,6 +8,7 @@ it until asked to leave, the way FastMCP's own client runs its session.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from importlib import metadata
 from typing import Any
@@ -15,6 +16,8 @@ from typing import Any
 import anyio
 from mcp import Client, ClientSession
 from mcp_types import Implementation
+
+logger = logging.getLogger("gateway.backends")
 
 CLOSE_GRACE = 5.0  # for a session to wind down before it is cancelled
 
@@ -47,8 +50,13 @@ class Connection:
                 async with self.client:
                     self._opened.set()
                     await self._leave.wait()
-        except Exception as exc:  # reported by open(), or the session just ends
-            self._error = exc
+        except Exception as exc:
+            if self._opened.is_set():
+                # A serving session ended by an exception rather than by its backend going away:
+                # its calls fail and the backend is restarted, so say what happened.
+                logger.warning("%s: the backend session ended with an error", self.client.client_info.name,
+                               exc_info=True)
+            self._error = exc  # reported by open() while connecting
         finally:
             self._opened.set()
             self._done.set()
