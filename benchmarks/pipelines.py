@@ -16,10 +16,13 @@ import sys
 import time
 from pathlib import Path
 
+from gateway.backends.invocation import Invocation, Road
 from gateway.backends.pool import BackendPool
 from gateway.config import GatewaySettings, ServerSpec
+from gateway.interceptors import build_interceptors
 from gateway.pipelines.engine import run_pipeline
 from gateway.pipelines.spec import compile_pipeline
+from gateway.policy import Redactor
 
 HERE = Path(__file__).resolve().parent
 CHAIN = 50
@@ -40,19 +43,30 @@ FOREACH = {"name": "foreach", "steps": {"each": {
     "args": {"ms": 200}}}}
 
 
+def bench_pool() -> BackendPool:
+    """A pool as the gateway runs one: with the default interceptors."""
+    settings = GatewaySettings()
+    return BackendPool(settings, interceptors=build_interceptors(settings, Redactor()))
+
+
+async def echo(pool: BackendPool) -> None:
+    """A direct call through the pool's entry, as a pipeline step makes one."""
+    await pool.invoke(Invocation(Road.call_backend, "b", "tools/call", {"name": "echo", "arguments": {"text": "x"}}))
+
+
 async def main(rounds: int) -> None:
     spec = ServerSpec(command=sys.executable, args=[str(HERE / "bench_server.py")])
-    async with BackendPool(GatewaySettings()) as pool:
+    async with bench_pool() as pool:
         await pool.start_all({"b": spec, "c": spec})
         pipelines = {name: compile_pipeline(raw, name) for name, raw in
                      (("chain", chain()), ("parallel", PARALLEL), ("foreach", FOREACH))}
         for _ in range(20):  # warm-up
-            await pool.call("b", "echo", {"text": "x"})
+            await echo(pool)
         overhead, parallel, foreach = [], [], []
         for _ in range(rounds):
             started = time.perf_counter()
             for _ in range(CHAIN):
-                await pool.call("b", "echo", {"text": "x"})
+                await echo(pool)
             direct = time.perf_counter() - started
             started = time.perf_counter()
             report = await run_pipeline(pipelines["chain"], {}, pool)

@@ -427,12 +427,12 @@ async def group_pipeline(run: Run) -> None:
     foreach = run.metric("pipeline", "foreach 20 × 200 ms, concurrency 10", "< 1.3×", 1.3,
                          labels=("pipeline", "2 × 200 ms"))
     spec = pb.ServerSpec(command=sys.executable, args=[BENCH_SERVER], env={MARK_VAR: run.mark})
-    async with pb.BackendPool(pb.GatewaySettings()) as pool:
+    async with pb.bench_pool() as pool:
         await pool.start_all({"b": spec, "c": spec})
         compiled = {name: pb.compile_pipeline(raw, name) for name, raw in
                     (("chain", pb.chain()), ("parallel", pb.PARALLEL), ("foreach", pb.FOREACH))}
         for _ in range(20):
-            await pool.call("b", "echo", {"text": "x"})
+            await pb.echo(pool)
 
         async def timed_pipeline(name: str) -> float:
             started = time.perf_counter()
@@ -449,7 +449,7 @@ async def group_pipeline(run: Run) -> None:
             for _ in range(OVERHEAD_PAIRS):
                 started = time.perf_counter()
                 for _ in range(pb.CHAIN):
-                    await pool.call("b", "echo", {"text": "x"})
+                    await pb.echo(pool)
                 directs.append(time.perf_counter() - started)
                 chains.append(await timed_pipeline("chain"))
             chain, direct = p50(chains), p50(directs)

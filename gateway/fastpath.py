@@ -43,7 +43,7 @@ class FastRelay:
 
     def __init__(self, pool: BackendPool, server: Server[Any], *, exported: bool, log_floor: LogFloor) -> None:
         self._pool = pool
-        self._server = server
+        self._server_info = server.server_info_stamp  # the gateway's identity on modern results; fixed
         self._exported = exported
         self._log_floor = log_floor
 
@@ -121,7 +121,7 @@ class FastRelay:
         if isinstance(meta, dict):
             meta.pop(mcp_types.SERVER_INFO_META_KEY, None)
         if modern:
-            wire["_meta"] = {**(meta or {}), mcp_types.SERVER_INFO_META_KEY: self._server.server_info_stamp}
+            wire["_meta"] = {**(meta or {}), mcp_types.SERVER_INFO_META_KEY: self._server_info}
         elif meta == {}:
             del wire["_meta"]
         return wire

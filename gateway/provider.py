@@ -54,7 +54,6 @@ class BackendTool(Tool):
     _pool: BackendPool = PrivateAttr()
     _server: str = PrivateAttr()
     _source: mcp_types.Tool = PrivateAttr()
-    _header_params: bool = PrivateAttr()  # whether its schema mirrors arguments into Mcp-Param headers
 
     @classmethod
     def create(cls, pool: BackendPool, exported: str, server: str, tool: mcp_types.Tool) -> BackendTool:
@@ -64,7 +63,6 @@ class BackendTool(Tool):
                    output_schema=tool.output_schema, annotations=tool.annotations,
                    icons=tool.icons, meta=tool.meta)
         made._pool, made._server, made._source = pool, server, tool
-        made._header_params = "x-mcp-header" in json.dumps(made.parameters)
         return made
 
     async def run(self, arguments: dict[str, Any]) -> ToolResult:
@@ -77,6 +75,7 @@ class BackendProvider(Provider):
         super().__init__()
         self._pool = pool
         self._tools: dict[str, Tool] = {}
+        self._header_schemas: dict[str, dict[str, Any]] = {}
         self._prompts: list[Prompt] = []
         self._resources: list[Resource] = []
         self._templates: list[ResourceTemplate] = []
@@ -94,6 +93,9 @@ class BackendProvider(Provider):
                 tool = BackendTool.create(pool, exported, server, mcp_tool)
             tools[exported] = tool
         self._tools = tools
+        # asked on every 2026-07-28 HTTP tools/call: a plain dict, not a walk of the tools' models
+        self._header_schemas = {name: tool.parameters for name, tool in tools.items()
+                                if "x-mcp-header" in json.dumps(tool.parameters)}
 
         catalogs = [b.catalog for b in backends.values()]
         by_name = {(c.server, p.name): p for c in catalogs for p in c.prompts}
@@ -105,8 +107,7 @@ class BackendProvider(Provider):
 
     def header_params_schema(self, name: str) -> dict[str, Any] | None:
         """The input schema of a tool that mirrors arguments into Mcp-Param headers, else None."""
-        tool = self._tools.get(name)
-        return tool.parameters if isinstance(tool, BackendTool) and tool._header_params else None
+        return self._header_schemas.get(name)
 
     async def _list_tools(self) -> Sequence[Tool]:
         return list(self._tools.values())

@@ -97,6 +97,19 @@ async def test_secrets_never_appear_in_answers_or_logs(tmp_path: Path, mark: str
     assert SECRET not in everything and "another-secret-77" not in everything
 
 
+async def test_only_secret_looking_env_values_are_blanked(tmp_path: Path, mark: str) -> None:
+    """A server's own name in an ordinary env value stays readable in its errors; a token does not."""
+    config = write_config(tmp_path / "config.json", {})
+    async with stdio_client(config, mark) as client:
+        refused = await client.call_tool("register_server", {
+            "name": "probeaut", "command": PYTHON, "args": [str(TESTING_SERVER)],
+            "env": {"GATEWAY_TEST_MARK": mark, "PROBE_NAME": "probeaut", "API_TOKEN": "tok-4f1d-9a2b-secret",
+                    "TEST_BACKEND_CRASH_ON_START": "1"}}, raise_on_error=False)
+    text = text_of(refused)
+    assert refused.is_error and text.startswith("cannot register 'probeaut': server 'probeaut'")
+    assert "API_TOKEN=***" in text and "tok-4f1d-9a2b-secret" not in text
+
+
 @pytest.fixture
 def token_gateway(tmp_path: Path, mark: str):
     config = write_config(tmp_path / "config.json", {"t": backend_spec(mark, env={"API_TOKEN": SECRET})})
