@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any, get_args
 
 import mcp_types
-from mcp_types import RequestId
 from fastmcp.server.dependencies import get_context
 from mcp.server.session import ServerSession
 from mcp.shared.exceptions import MCPDeprecationWarning
@@ -33,7 +32,7 @@ class ClientSinks:
         return invocation
 
 
-def sinks_for(session: ServerSession, request_id: RequestId | None, meta: Any, floor: LogFloor) -> ClientSinks:
+def sinks_for(session: ServerSession, request_id: mcp_types.RequestId | None, meta: Any, floor: LogFloor) -> ClientSinks:
     """The sinks of one request, given its session, id and `_meta`."""
     wants_progress = isinstance(meta, Mapping) and meta.get("progressToken") is not None
 

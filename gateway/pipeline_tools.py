@@ -50,9 +50,9 @@ over inputs and steps.<id>.result/.status/.error."""
 
 async def _run(pipeline: Pipeline, inputs: dict[str, Any], pool: BackendPool, redact: Redactor) -> ToolResult:
     sinks = current_sinks()
+    progress, log, caller = (sinks.progress, sinks.log, sinks.caller) if sinks else (None, None, None)
     try:
-        report = await run_pipeline(pipeline, inputs, pool, sinks and sinks.progress, sinks and sinks.log,
-                                    sinks and sinks.caller)
+        report = await run_pipeline(pipeline, inputs, pool, progress, log, caller)
     except PipelineError as exc:
         raise ToolError(redact(str(exc))) from None
     # The report is the gateway's own answer: errors anywhere in it (the pipeline's, a step's, a

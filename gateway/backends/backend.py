@@ -233,27 +233,25 @@ class Backend:
         tool = invocation.tool
         if tool is not None:
             self.catalog.check_arguments(tool, invocation.params.get("arguments") or {})
-        what = invocation.what
         try:
             result = await self.in_flight.send(connection.session, invocation, limit)
         except MCPError as exc:
             if exc.error.code == mcp_types.REQUEST_TIMEOUT:
-                raise CallTimeout(f"{what} on server '{self.name}' timed out after {limit:g}s (the backend was "
-                                  f"told to cancel it). Retry with a larger 'timeout' if it needs more time.") from None
+                raise CallTimeout(f"{invocation.what} on server '{self.name}' timed out after {limit:g}s (the "
+                                  f"backend was told to cancel it). Retry with a larger 'timeout' if it needs more "
+                                  f"time.") from None
             if exc.error.code != mcp_types.CONNECTION_CLOSED:
-                raise BackendRejected(exc.error.code,
-                                      f"server '{self.name}' rejected {what}: {exc.error.message}") from None
+                raise BackendRejected(exc.error.code, f"server '{self.name}' rejected {invocation.what}: "
+                                                      f"{exc.error.message}") from None
             await self._lost(connection, exc)
-            raise self._lost_during(what) from None
+            raise self._lost_during(invocation.what) from None
         except _CONNECTION_LOST as exc:
             await self._lost(connection, exc)
-            raise self._lost_during(what) from None
-        except (anyio.get_cancelled_exc_class(), BackendError):
-            raise
+            raise self._lost_during(invocation.what) from None
         except Exception:
-            logger.exception("server '%s': %s failed inside the gateway", self.name, what)
-            raise GatewayBug(f"{what} on server '{self.name}' failed inside the gateway (logged); the backend "
-                             f"is unaffected") from None
+            logger.exception("server '%s': %s failed inside the gateway", self.name, invocation.what)
+            raise GatewayBug(f"{invocation.what} on server '{self.name}' failed inside the gateway (logged); "
+                             f"the backend is unaffected") from None
         if tool is not None and result.get("resultType", "complete") != "complete":
             raise BackendError(f"server '{self.name}' answered '{tool}' with a '{result.get('resultType')}' "
                                f"result (it asks the caller for input), which the gateway does not relay")

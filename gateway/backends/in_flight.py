@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from contextvars import ContextVar
+
 from mcp import ClientSession
 
 from gateway import _compat
