@@ -1,6 +1,6 @@
 """Where a sequential call's time goes: CPU per call of each process on the path.
 
-    .venv/bin/python benchmarks/cpu_split.py [--front http|stdio] [--calls 1000] [--rounds 2]
+    .venv/bin/python benchmarks/cpu_split.py [--front http|stdio] [--mode auto|legacy] [--calls 1000] [--rounds 2]
 
 http:  direct = this process (the client) -> the bench backend over its own streamable HTTP;
        gateway = this process -> the gateway's streamable-HTTP front -> the same backend over stdio.
@@ -8,7 +8,8 @@ stdio: direct = this process -> the bench backend over stdio;
        gateway = this process -> the gateway over stdio -> the same backend over stdio.
 For each, p50 latency and the CPU milliseconds per call of the client, the gateway and the backend
 (user + system time over the run divided by the calls), so that a gap between the two paths splits
-into the gateway's own work and the backend's. Writes benchmarks/results/cpu_split_<front>.json.
+into the gateway's own work and the backend's. `--mode legacy` makes both clients speak the
+handshake era (2025-11-25) instead of 2026-07-28. Writes benchmarks/results/cpu_split_<front>.json.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ async def measure(client: Client, tool: str, calls: int, procs: list[psutil.Proc
 
 
 @contextlib.asynccontextmanager
-async def http_clients(tmp: Path, config: Path) -> AsyncIterator[tuple[Client, list, Client, list]]:
+async def http_clients(tmp: Path, config: Path, mode: str) -> AsyncIterator[tuple[Client, list, Client, list]]:
     mark = uuid.uuid4().hex
     gw_port, be_port = load_http.free_port(), load_http.free_port()
     with load_http.serve([sys.executable, BENCH, "http", str(be_port)], be_port, mark, tmp / "be.log",
@@ -68,15 +69,16 @@ async def http_clients(tmp: Path, config: Path) -> AsyncIterator[tuple[Client, l
             load_http.serve([GATEWAY, "--transport", "streamable-http", "--port", str(gw_port),
                              "--auto-register", str(config)], gw_port, mark, tmp / "gw.log", "gateway") as gateway:
         gw = psutil.Process(gateway.proc.pid)
-        async with Client(f"http://127.0.0.1:{be_port}/mcp", timeout=30) as direct, \
-                Client(f"http://127.0.0.1:{gw_port}/mcp", timeout=30) as through:
+        async with Client(f"http://127.0.0.1:{be_port}/mcp", timeout=30, mode=mode) as direct, \
+                Client(f"http://127.0.0.1:{gw_port}/mcp", timeout=30, mode=mode) as through:
             yield direct, [psutil.Process(backend.proc.pid)], through, [gw, gw.children()[0]]
 
 
 @contextlib.asynccontextmanager
-async def stdio_clients(config: Path) -> AsyncIterator[tuple[Client, list, Client, list]]:
-    direct = Client(StdioTransport(sys.executable, [BENCH], keep_alive=False), timeout=30)
-    through = Client(StdioTransport(GATEWAY, ["--auto-register", str(config)], keep_alive=False), timeout=30)
+async def stdio_clients(config: Path, mode: str) -> AsyncIterator[tuple[Client, list, Client, list]]:
+    direct = Client(StdioTransport(sys.executable, [BENCH], keep_alive=False), timeout=30, mode=mode)
+    through = Client(StdioTransport(GATEWAY, ["--auto-register", str(config)], keep_alive=False), timeout=30,
+                     mode=mode)
     async with direct, through:
         children = psutil.Process().children()
         gw = next(p for p in children if GATEWAY in p.cmdline())
@@ -84,12 +86,12 @@ async def stdio_clients(config: Path) -> AsyncIterator[tuple[Client, list, Clien
         yield direct, [backend], through, [gw, gw.children()[0]]
 
 
-async def main(front: str, calls: int, rounds: int) -> list[dict]:
+async def main(front: str, mode: str, calls: int, rounds: int) -> list[dict]:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "config.json"
         config.write_text(json.dumps({"mcpServers": {"bench": {"command": sys.executable, "args": [BENCH]}}}))
-        clients = http_clients(Path(tmp), config) if front == "http" else stdio_clients(config)
+        clients = http_clients(Path(tmp), config, mode) if front == "http" else stdio_clients(config, mode)
         async with clients as (direct, direct_procs, through, through_procs):
             for r in range(rounds):
                 plain = await measure(direct, "echo", calls, direct_procs)
@@ -106,10 +108,12 @@ async def main(front: str, calls: int, rounds: int) -> list[dict]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--front", choices=("http", "stdio"), default="http")
+    parser.add_argument("--mode", choices=("auto", "legacy"), default="auto",
+                        help="client protocol era: auto (2026-07-28) or legacy (2025-11-25)")
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    data = asyncio.run(main(args.front, args.calls, args.rounds))
+    data = asyncio.run(main(args.front, args.mode, args.calls, args.rounds))
     (out / f"cpu_split_{args.front}.json").write_text(json.dumps(data, indent=2))
