@@ -40,7 +40,7 @@ class Invocation:
     method: str  # tools/call, resources/read or prompts/get
     params: dict[str, Any]  # as the backend will get them: its own tool, prompt or resource names
     timeout: float | None = None  # seconds; None: the server's timeout
-    caller: str | None = None  # who asked, where the front knows: "stdio", an HTTP session id
+    caller: str | None = None  # who asked, where the transport tells: a handshake-era session id
     progress: ProgressSink | None = None  # the caller's, when it asked for progress
     log: LogSink | None = None  # where the backend's log messages for this request go
 
