@@ -29,9 +29,6 @@ class InFlight:
         self.server = server
         self._requests: set[Invocation] = set()
 
-    def __len__(self) -> int:
-        return len(self._requests)
-
     async def send(self, session: ClientSession, invocation: Invocation, timeout: float) -> Result:
         self._requests.add(invocation)
         token = _sending.set(invocation)
