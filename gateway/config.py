@@ -116,6 +116,17 @@ class ServerSpec(BaseModel):
         return self.enabled and not self.disabled
 
 
+class PipelineLimits(BaseModel):
+    """Bounds on what one pipeline run may render and return, so that no client can exhaust the
+    gateway's CPU or memory with a template."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_foreach_items: int = Field(1000, gt=0, description="items one foreach step may iterate over")
+    max_render_bytes: int = Field(1024 * 1024, gt=0, description="largest value one template may produce")
+    max_output_bytes: int = Field(4 * 1024 * 1024, gt=0, description="largest pipeline answer")
+
+
 class GatewaySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -135,6 +146,9 @@ class GatewaySettings(BaseModel):
     allowed_origins: list[str] | None = Field(None, description="extra Origins accepted over HTTP")
     state_file: str | None = Field(None, description="where runtime registrations are kept")
     max_result_bytes: int = Field(16 * 1024 * 1024, gt=0, description="largest backend result relayed")
+    pipelines: PipelineLimits = Field(default_factory=PipelineLimits)
+    session_idle_timeout: float = Field(600.0, gt=0, description=(
+        "seconds after which an idle handshake-era HTTP session is closed"))
 
 
 class GatewayConfig(BaseModel):
