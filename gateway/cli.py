@@ -55,7 +55,9 @@ async def _serve(config: GatewayConfig, pipelines: Path, transport: Transport, h
     from gateway.stdio_front import serve_stdio
 
     _check_internals()
-    async with running_gateway(config, pipelines, allow_any_command=allow_any_command, started=started) as mcp:
+    listening = None if transport is Transport.stdio else (host, port)
+    async with running_gateway(config, pipelines, allow_any_command=allow_any_command, listening=listening,
+                               started=started) as mcp:
         if transport is Transport.stdio:
             await serve_stdio(mcp)
         else:
@@ -100,7 +102,7 @@ def serve(
     allow_any_command: bool = typer.Option(
         False, "--allow-any-command",
         help="Let register_server start any command and reach any URL. Unsafe: an LLM could run "
-             "anything. Prefer gateway.allow_commands / allow_urls in the config."),
+             "anything. Prefer templates in gateway.catalog."),
     auth_token: list[str] = typer.Option(
         [], "--auth-token", metavar="TOKEN",
         help="HTTP clients must send 'Authorization: Bearer TOKEN' or 'X-API-Key: TOKEN'. Repeatable; "

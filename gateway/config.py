@@ -17,6 +17,8 @@ from urllib.parse import parse_qsl, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from gateway.names import check_server_name
+from gateway.server_catalog import ServerTemplate
+from gateway.urls import UrlProblem, parse_rule
 
 TransportKind = Literal["stdio", "streamable-http", "sse"]
 _TRANSPORT_ALIASES = {"stdio": "stdio", "http": "streamable-http", "streamable-http": "streamable-http",
@@ -132,15 +134,17 @@ class GatewaySettings(BaseModel):
 
     call_timeout: float = Field(10.0, gt=0, description="default per-call timeout, seconds")
     connect_timeout: float = Field(30.0, gt=0, description="start + handshake + listing, seconds")
-    separator: str = Field("__", pattern=r"^[A-Za-z0-9_-]{1,4}$",
-                           description="between server and tool in re-exported names")
+    separator: str = Field("__", pattern=r"^[_-]{1,4}$",
+                           description="between server and tool in re-exported names: '_' and '-' only, so "
+                                       "that no server or tool name can hold it by accident")
     export_tools: bool = Field(True, description="re-export backend tools, resources and prompts")
-    allow_commands: list[str] = Field(default_factory=list,
-                                      description="executables (exact paths or globs) register_server may start")
-    allow_urls: list[str] = Field(default_factory=list, description="URL prefixes register_server may reach")
+    catalog: dict[str, ServerTemplate] = Field(default_factory=dict, description=(
+        "server templates register_server may start, by name"))
+    allow_urls: list[str] = Field(default_factory=list, description=(
+        "origins with an optional path prefix that register_server may connect to"))
     allow_any_command: bool = Field(False, description="let register_server start anything (unsafe)")
-    allow_env: list[str] = Field(default_factory=list,
-                                 description="risky env names (PATH, LD_PRELOAD, ...) register_server may set")
+    allow_commands: list[str] | None = Field(None, exclude=True, description="removed: use catalog")
+    allow_env: list[str] | None = Field(None, exclude=True, description="removed: use catalog")
     auth_tokens: list[str] = Field(default_factory=list, description="tokens HTTP clients must present")
     allowed_hosts: list[str] | None = Field(None, description="extra Host headers accepted over HTTP")
     allowed_origins: list[str] | None = Field(None, description="extra Origins accepted over HTTP")
@@ -149,6 +153,25 @@ class GatewaySettings(BaseModel):
     pipelines: PipelineLimits = Field(default_factory=PipelineLimits)
     session_idle_timeout: float = Field(600.0, gt=0, description=(
         "seconds after which an idle handshake-era HTTP session is closed"))
+
+
+    @field_validator("allow_urls")
+    @classmethod
+    def _url_rules(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            try:
+                parse_rule(entry)
+            except UrlProblem as exc:
+                raise ValueError(str(exc)) from None
+        return entries
+
+    @model_validator(mode="after")
+    def _removed(self) -> GatewaySettings:
+        if self.allow_commands is not None or self.allow_env is not None:
+            raise ValueError("'allow_commands' and 'allow_env' were removed: an allowlisted interpreter or "
+                             "package runner runs any code its arguments name. Describe each server a client "
+                             "may start as a template in gateway.catalog (see the README's Security section)")
+        return self
 
 
 class GatewayConfig(BaseModel):
@@ -167,9 +190,12 @@ class GatewayConfig(BaseModel):
             values |= spec.secret_values()
         return values
 
+    def base_dir(self) -> Path:
+        """The config file's directory: relative paths in the config mean "next to the file"."""
+        return self._base_dir or Path.cwd()
+
     def state_path(self) -> Path:
-        base = self._base_dir or Path.cwd()
-        return base / (self.gateway.state_file or "gateway-state.json")
+        return self.base_dir() / (self.gateway.state_file or "gateway-state.json")
 
     @model_validator(mode="after")
     def _names(self) -> GatewayConfig:
@@ -235,6 +261,8 @@ def parse_config(raw: Any, source: str = "config", env: Mapping[str, str] | None
         config._base_dir = base_dir
         for spec in config.mcpServers.values():
             _anchor(spec, base_dir)
+        for template in config.gateway.catalog.values():
+            _anchor(template, base_dir, default_cwd=False)
     return config
 
 
@@ -247,13 +275,13 @@ def _where_to_server(message: str) -> str:
     return message
 
 
-def _anchor(spec: ServerSpec, base_dir: Path) -> None:
+def _anchor(spec: ServerSpec | ServerTemplate, base_dir: Path, default_cwd: bool = True) -> None:
     """Relative paths in a config file mean "next to the file", wherever the gateway runs."""
     if spec.cwd is not None and not Path(spec.cwd).is_absolute():
         spec.cwd = str((base_dir / spec.cwd).resolve())
     if spec.command and "/" in spec.command and not Path(spec.command).is_absolute():
         spec.command = str((base_dir / spec.command).absolute())
-    if spec.command and spec.cwd is None:
+    if spec.command and spec.cwd is None and default_cwd:
         spec.cwd = str(base_dir)
 
 

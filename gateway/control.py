@@ -18,9 +18,9 @@ from gateway.backends.catalog import describe_params
 from gateway.backends.errors import BackendError
 from gateway.backends.invocation import Invocation, Road
 from gateway.backends.pool import BackendPool
-from gateway.config import ServerSpec
 from gateway.persistence import StateFile
-from gateway.policy import PolicyError, Redactor, RegistrationPolicy, redact_url
+from gateway.policy import Redactor, redact_url
+from gateway.registration import Registrar
 from gateway.provider import run_backend_tool
 
 CONTROL_TOOLS = ("register_server", "remove_server", "list_servers", "call_backend", "route_pipeline")
@@ -35,7 +35,7 @@ def server_summary(backend: Backend, exported: dict[tuple[str, str], str], redac
         "transport": spec.kind,
         "status": state.value,
         "protocol_version": backend.protocol_version,
-        "description": spec.description,
+        "description": redact(spec.description) if spec.description else None,
         "tool_count": len(backend.catalog.tools),
         "tools": [{"name": name, "exported_as": exported.get((backend.name, name))}
                   for name in sorted(backend.catalog.tools)],
@@ -50,7 +50,7 @@ def server_summary(backend: Backend, exported: dict[tuple[str, str], str], redac
         info["command"] = os.path.basename(spec.command)
         info["env_keys"] = sorted(spec.env)
     else:
-        info["url"] = redact_url(spec.url or "")
+        info["url"] = redact(redact_url(spec.url or ""))
         info["header_keys"] = sorted(spec.http_headers())
     catalog = backend.catalog
     if catalog.resources or catalog.templates:
@@ -136,53 +136,60 @@ async def _notify_changed(ctx: Context) -> None:
         await ctx.send_notification(note)
 
 
-def add_control_tools(mcp: FastMCP, pool: BackendPool, policy: RegistrationPolicy, redact: Redactor,
-                      state: StateFile | None) -> None:
-    async def persist() -> None:
-        if state is not None:
-            await state.save(pool.runtime_specs)
-
+def add_control_tools(mcp: FastMCP, pool: BackendPool, registrar: Registrar, state: StateFile | None) -> None:
+    redact = registrar.redact
+    catalog = registrar.policy.describe()
     # Descriptions are given, not docstrings: FastMCP parses a tool function's docstring with
     # griffe, whose import alone costs the gateway's start 20 ms and 2 MB.
     @mcp.tool(annotations={"title": "Register an MCP server", "destructiveHint": False}, description=(
         "Connect a new MCP server to the gateway and make its tools callable.\n\n"
-        "Returns the server's tools with their descriptions and parameters. The server must be "
-        "allowed by the gateway's policy. Afterwards call its tools with call_backend(server=name, ...) "
-        "or directly as <name>__<tool>."))
+        "Register from a template of the operator's catalog: register_server(name, template, params, env), "
+        "where params fills the template's parameters and env sets only the names it lists. "
+        + (f"Templates:\n{catalog}\n" if catalog else "The catalog is empty. ")
+        + "Or give the url of a remote server the gateway allows. Returns the server's tools with their "
+        "descriptions and parameters; call them with call_backend(server=name, ...) or as <name>__<tool>."))
     async def register_server(
         name: Annotated[str, Field(description="Short unique name, letters/digits/_/-, e.g. 'github'. "
                                                "Its tools become <name>__<tool>.")],
         ctx: Context,
-        command: Annotated[str | None, Field(description="Executable of a stdio server, e.g. 'npx'. "
-                                                         "Give this or url.")] = None,
-        args: Annotated[list[str] | None, Field(description="Arguments for command")] = None,
-        env: Annotated[dict[str, str] | None, Field(description="Environment for command")] = None,
-        cwd: Annotated[str | None, Field(description="Working directory for command")] = None,
+        template: Annotated[str | None, Field(description="Name of a catalog template (listed above)")] = None,
+        params: Annotated[dict[str, Any] | str | None, Field(description=(
+            "Values for the template's parameters, as a JSON object"))] = None,
+        env: Annotated[dict[str, str] | None, Field(description=(
+            "Environment values for the names the template accepts"))] = None,
         url: Annotated[str | None, Field(description="URL of a remote server (streamable HTTP, or "
-                                                     "SSE when it ends in /sse). Give this or command.")] = None,
-        transport: Annotated[str | None, Field(description="stdio, streamable-http or sse; "
+                                                     "SSE when it ends in /sse), instead of a template")] = None,
+        transport: Annotated[str | None, Field(description="for url: streamable-http or sse; "
                                                            "inferred when omitted")] = None,
         headers: Annotated[dict[str, str] | None, Field(description="HTTP headers for url")] = None,
         bearer_token: Annotated[str | None, Field(description="Sent to url as a bearer token")] = None,
         api_key: Annotated[str | None, Field(description="Sent to url as the X-API-Key header")] = None,
-        description: Annotated[str | None, Field(description="What the server is for")] = None,
+        description: Annotated[str | None, Field(description="What a url server is for")] = None,
         timeout: Annotated[float | None, Field(gt=0, description="Per-call timeout in seconds "
                                                                  "(default 10)")] = None,
+        command: Annotated[str | None, Field(description=(
+            "Only when the operator allows any command: executable of a stdio server"))] = None,
+        args: Annotated[list[str] | None, Field(description="Only with command: its arguments")] = None,
+        cwd: Annotated[str | None, Field(description="Only with command: its working directory")] = None,
     ) -> dict[str, Any]:
+        free_form = {"url": url, "transport": transport, "headers": headers, "bearer_token": bearer_token,
+                     "api_key": api_key, "description": description, "timeout": timeout, "command": command,
+                     "args": args, "cwd": cwd}
+        given = {key: value for key, value in free_form.items() if value is not None}
+        if template is not None:
+            if given:
+                raise ToolError(f"cannot register '{name}': with a template give only params and env, not "
+                                f"{', '.join(sorted(given))}")
+            entry: dict[str, Any] = {"template": template, "params": parse_object(params, "params"),
+                                     "env": env or {}}
+        else:
+            if params is not None:
+                raise ToolError(f"cannot register '{name}': params fill a template; name one with 'template'")
+            entry = {"server": given | ({"env": env} if env else {})}
         try:
-            spec = ServerSpec(command=command, args=args or [], env=env or {}, cwd=cwd, url=url,
-                              transport=transport, headers=headers or {}, bearer_token=bearer_token,
-                              api_key=api_key, description=description, timeout=timeout)
-        except ValidationError as exc:
-            problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
-            raise ToolError(redact(f"cannot register '{name}': {problems}")) from None
-        redact.add(spec.secret_values())
-        try:
-            policy.check(spec)
-            backend = await pool.add(name, spec, must_connect=True, runtime=True)
-        except (PolicyError, BackendError) as exc:
-            raise ToolError(redact(f"cannot register '{name}': {exc}")) from None
-        await persist()
+            backend = await registrar.register(name, entry)
+        except BackendError as exc:
+            raise ToolError(str(exc)) from None
         await _notify_changed(ctx)
         tools = backend.catalog.tools
         return {
@@ -199,12 +206,11 @@ def add_control_tools(mcp: FastMCP, pool: BackendPool, policy: RegistrationPolic
         ctx: Context,
     ) -> dict[str, Any]:
         try:
-            await pool.remove(name)
+            warning = await registrar.remove(name)
         except BackendError as exc:
             raise ToolError(str(exc)) from None
-        await persist()
         await _notify_changed(ctx)
-        return {"removed": name, "servers": pool.names()}
+        return {"removed": name, "servers": pool.names(), **({"warning": warning} if warning else {})}
 
     @mcp.tool(annotations={"title": "List MCP servers", "readOnlyHint": True}, description=(
         "List every server behind the gateway with its status (connecting, ready, failed, down), its "

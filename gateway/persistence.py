@@ -1,7 +1,10 @@
 """The state file: servers registered at runtime, so they survive a restart.
 
-A view of the pool, rewritten whole after every register/remove: temp file, fsync, rename. A file
-that cannot be read back is moved aside, never overwritten or silently dropped.
+It holds what each client asked for (a catalog template and its values, or a server definition), as
+JSON entries, rewritten whole after every register/remove through a fresh temp file in the same
+directory (created exclusively, mode 0600, so no link is followed and no other user can read it),
+fsync and rename. A file that cannot be read back is moved aside, never overwritten or silently
+dropped; an entry that cannot be restored is kept in the file for the operator to see.
 """
 
 from __future__ import annotations
@@ -9,18 +12,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
-from pydantic import TypeAdapter, ValidationError
-
-from gateway.config import ServerSpec
 
 logger = logging.getLogger("gateway.state")
 
-_SPECS = TypeAdapter(dict[str, ServerSpec])
+Entries = dict[str, dict[str, Any]]
 
 
 class StateFile:
@@ -29,46 +31,58 @@ class StateFile:
         self.problem: str | None = None  # why the file found at startup was set aside
         self._lock = anyio.Lock()
 
-    def load(self) -> dict[str, ServerSpec]:
+    def _temp_prefix(self) -> str:
+        return f".{self.path.name}."
+
+    def load(self) -> Entries:
+        """The saved entries by server name. Temp files left by an interrupted write (they may hold
+        env values) are removed first."""
+        for leftover in self.path.parent.glob(f"{self._temp_prefix()}*.tmp"):
+            leftover.unlink(missing_ok=True)
         if not self.path.exists():
             return {}
         try:
             raw = json.loads(self.path.read_text(encoding="utf-8"))
-            return _SPECS.validate_python(raw.get("servers") if isinstance(raw, dict) else None)
-        except (OSError, ValueError, ValidationError) as exc:
-            backup = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-            reason = str(exc).splitlines()[0]
-            try:
-                self.path.rename(backup)
-                self.problem = (f"state file {self.path} could not be read ({reason}); it was kept as "
-                                f"{backup} and runtime registrations start empty")
-            except OSError as move_error:
-                self.problem = (f"state file {self.path} could not be read ({reason}) nor moved aside "
-                                f"({move_error}); it will not be overwritten")
-                self.path = backup  # write elsewhere rather than over the unreadable file
-            logger.error("%s", self.problem)
+            servers = raw.get("servers") if isinstance(raw, dict) else None
+            if not isinstance(servers, dict) or not all(isinstance(e, dict) for e in servers.values()):
+                raise ValueError("'servers' is not an object of server entries")
+        except (OSError, ValueError) as exc:
+            self._set_aside(str(exc).splitlines()[0])
             return {}
+        if raw.get("version", 1) == 1:  # version 1 held server definitions only
+            return {name: {"server": entry} for name, entry in servers.items()}
+        return servers
 
-    async def save(self, current: Callable[[], dict[str, ServerSpec]]) -> None:
-        """Writes `current()`, read under the lock so that the last write always holds the latest set."""
+    def _set_aside(self, reason: str) -> None:
+        backup = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+        try:
+            self.path.rename(backup)
+            self.problem = (f"state file {self.path} could not be read ({reason}); it was kept as "
+                            f"{backup} and runtime registrations start empty")
+        except OSError as move_error:
+            self.problem = (f"state file {self.path} could not be read ({reason}) nor moved aside "
+                            f"({move_error}); it will not be overwritten")
+            self.path = backup  # write elsewhere rather than over the unreadable file
+        logger.error("%s", self.problem)
+
+    async def save(self, current: Callable[[], Entries]) -> None:
+        """Writes `current()`, read under the lock so that the last write always holds the latest set.
+        Raises OSError when the file cannot be written."""
         async with self._lock:
-            data = {"version": 1, "servers": {name: spec.model_dump(exclude_defaults=True)
-                                              for name, spec in sorted(current().items())}}
+            data = {"version": 2, "servers": dict(sorted(current().items()))}
             await anyio.to_thread.run_sync(self._write, json.dumps(data, indent=2))
 
     def _write(self, text: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        # 0600: runtime registrations may carry tokens in env or headers
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd, temp = tempfile.mkstemp(prefix=self._temp_prefix(), suffix=".tmp", dir=self.path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(text)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(temp, self.path)
+            os.replace(temp, self.path)  # replaces a link at the path itself, never its target
         except BaseException:
-            temp.unlink(missing_ok=True)
+            Path(temp).unlink(missing_ok=True)
             raise
         directory = os.open(self.path.parent, os.O_RDONLY)
         try:

@@ -1,34 +1,31 @@
 """Who may start what at runtime, and what must never be shown.
 
-Backends from the config file are trusted. A backend registered by a client (an LLM) may only start
-an allowlisted executable or reach an allowlisted URL prefix; it may not turn that executable into a
-shell or code runner through its arguments, nor steer it through the environment.
+Backends from the config file are trusted. A client (an LLM) registers a server only from the
+operator's catalog, filling in typed parameters, or by a URL that `gateway.allow_urls` allows.
+Free-form commands need `--allow-any-command`: an allowlisted interpreter or package runner runs
+whatever its arguments name, so no list of flags can make a client-chosen command line safe.
 """
 
 from __future__ import annotations
 
-import fnmatch
+import ipaddress
 import logging
-import os
-import shutil
-from collections.abc import Iterable
+import socket
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from gateway.config import GatewaySettings, ServerSpec
+import anyio
+from pydantic import ValidationError
+
+from gateway.config import GatewayConfig, ServerSpec
+from gateway.server_catalog import ParamProblem, ServerTemplate
+from gateway.urls import Target, UrlProblem, UrlRule, check_url, is_loopback, parse_rule, parse_url
 
 REDACTED = "***"
-
-# Arguments that make a common interpreter or launcher run code given inline.
-INLINE_CODE_FLAGS = frozenset({"-c", "-e", "--eval", "-p", "--print", "-r", "--require", "--import",
-                               "--call", "--command", "--exec", "--eval-command"})
-# Environment variables that change what a process loads or runs.
-RISKY_ENV = frozenset({"PATH", "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "PYTHONPATH", "PYTHONSTARTUP",
-                       "PYTHONHOME", "PYTHONINSPECT", "NODE_OPTIONS", "NODE_PATH", "BASH_ENV", "ENV",
-                       "PERL5OPT", "PERL5LIB", "RUBYOPT", "RUBYLIB", "JAVA_TOOL_OPTIONS", "GIT_SSH_COMMAND",
-                       "SHELLOPTS", "PS4", "PROMPT_COMMAND", "HOME", "TMPDIR", "npm_config_prefix"})
-_SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "fish", "csh", "tcsh", "busybox"})
+RESOLVE_TIMEOUT = 2.0
 
 
 class PolicyError(Exception):
@@ -37,51 +34,99 @@ class PolicyError(Exception):
 
 @dataclass(frozen=True)
 class RegistrationPolicy:
-    allow_commands: tuple[str, ...] = ()
-    allow_urls: tuple[str, ...] = ()
-    allow_env: frozenset[str] = frozenset()
+    catalog: Mapping[str, ServerTemplate]
+    url_rules: tuple[UrlRule, ...] = ()
     allow_any: bool = False
+    base_dir: Path = Path(".")
+    listening: tuple[str, int] | None = None  # the gateway's own HTTP address, never a backend
 
     @classmethod
-    def from_settings(cls, settings: GatewaySettings, allow_any: bool = False) -> RegistrationPolicy:
-        return cls(tuple(settings.allow_commands), tuple(settings.allow_urls), frozenset(settings.allow_env),
-                   allow_any or settings.allow_any_command)
+    def from_config(cls, config: GatewayConfig, allow_any: bool = False,
+                    listening: tuple[str, int] | None = None) -> RegistrationPolicy:
+        settings = config.gateway
+        return cls(settings.catalog, tuple(parse_rule(e) for e in settings.allow_urls),
+                   allow_any or settings.allow_any_command, config.base_dir(), listening)
 
-    def _allowed(self, command: str) -> bool:
-        resolved = shutil.which(command) or command
-        return any(fnmatch.fnmatchcase(candidate, pattern)
-                   for pattern in self.allow_commands for candidate in (command, resolved))
+    def from_template(self, template: str, params: dict[str, Any], env: dict[str, str]) -> ServerSpec:
+        """The server the catalog's template describes for these values; PolicyError if they do not fit."""
+        entry = self.catalog.get(template)
+        if entry is None:
+            raise PolicyError(f"unknown template '{template}'; the catalog has "
+                              f"{', '.join(sorted(self.catalog)) or 'no templates (gateway.catalog is empty)'}")
+        try:
+            return ServerSpec.model_validate(entry.render(params, env, self.base_dir))
+        except ParamProblem as exc:
+            raise PolicyError(f"template '{template}': {exc}") from None
+        except ValidationError as exc:
+            problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+            raise PolicyError(f"template '{template}' gave an invalid server: {problems}") from None
 
-    def check(self, spec: ServerSpec) -> None:
-        """Raises PolicyError naming the rule that refused and the setting that would allow it."""
+    def check_free_form(self, spec: ServerSpec) -> ServerSpec:
+        """A client's own server definition: a URL the allowlist allows, or anything with allow_any."""
         if self.allow_any:
-            return
-        if spec.url:
-            if not any(spec.url.startswith(prefix) for prefix in self.allow_urls):
-                raise PolicyError(
-                    f"connecting to '{redact_url(spec.url)}' at runtime is not allowed: it matches no "
-                    f"prefix in gateway.allow_urls ({list(self.allow_urls) or 'empty'}). An operator can "
-                    f"add the prefix there, or start the gateway with --allow-any-command.")
-            return
-        assert spec.command is not None
-        if not self._allowed(spec.command):
+            return spec
+        if spec.command:
             raise PolicyError(
-                f"starting '{spec.command}' at runtime is not allowed: it matches no entry of "
-                f"gateway.allow_commands ({list(self.allow_commands) or 'empty'}). An operator can add "
-                f"it there, or start the gateway with --allow-any-command.")
-        for arg in spec.args:
-            flag = arg.split("=", 1)[0]
-            if flag in INLINE_CODE_FLAGS or (os.path.basename(arg) in _SHELLS and not self._allowed(arg)):
-                raise PolicyError(
-                    f"argument '{arg}' is not allowed at runtime: it would make '{spec.command}' run code "
-                    f"given inline or start a shell. Only an operator can register such a server, in "
-                    f"the config file (or with --allow-any-command).")
-        risky = sorted(k for k in spec.env if (k in RISKY_ENV or k.startswith(("LD_", "DYLD_")))
-                       and k not in self.allow_env)
-        if risky:
-            raise PolicyError(
-                f"setting {', '.join(risky)} in env is not allowed at runtime: it changes what the "
-                f"process loads or runs. An operator can list it in gateway.allow_env.")
+                "starting a command given by a client is not allowed: register from a template of the "
+                f"catalog instead ({', '.join(sorted(self.catalog)) or 'gateway.catalog is empty'}). An "
+                "operator can add a template to gateway.catalog, or start the gateway with --allow-any-command.")
+        try:
+            target = check_url(spec.url or "", list(self.url_rules), "gateway.allow_urls")
+        except UrlProblem as exc:
+            raise PolicyError(f"connecting to this URL at runtime is not allowed: {exc}") from None
+        return spec.model_copy(update={"url": target.url})
+
+    async def check_not_self(self, spec: ServerSpec) -> None:
+        """Refuses a URL that leads back to the gateway itself, which would call itself in a loop."""
+        if self.listening is None or not spec.url:
+            return
+        try:
+            target = parse_url(spec.url)
+        except UrlProblem as exc:
+            raise PolicyError(f"cannot connect to this URL: {exc}") from None
+        if await self._is_self(target):
+            raise PolicyError(f"{target.origin()} is this gateway's own address; a gateway cannot be its "
+                              f"own backend")
+
+    async def _is_self(self, target: Target) -> bool:
+        host, port = self.listening  # type: ignore[misc]
+        if target.port != port:
+            return False
+        addresses = {target.host}
+        if not _is_address(target.host):
+            with anyio.move_on_after(RESOLVE_TIMEOUT):
+                try:
+                    addresses |= {str(info[4][0]) for info in await anyio.getaddrinfo(target.host, port)}
+                except OSError:
+                    pass
+        if host in ("0.0.0.0", "::", ""):
+            return any(_is_local(address) for address in addresses)
+        return host in addresses or (is_loopback(host) and any(is_loopback(a) for a in addresses))
+
+    def describe(self) -> str:
+        """The catalog, for register_server's description."""
+        return "\n".join(f"- {name}: {template.summary()}" for name, template in sorted(self.catalog.items()))
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_local(address: str) -> bool:
+    """Whether an address belongs to this machine: only then can a socket be bound to it."""
+    if is_loopback(address):
+        return True
+    try:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((address, 0))
+    except OSError:
+        return False
+    return True
 
 
 def redact_url(url: str) -> str:
@@ -97,6 +142,12 @@ def redact_url(url: str) -> str:
 
 
 MIN_SECRET = 8  # shorter values (ports, flags, short names) would blank out ordinary words
+MAX_SECRETS = 4096
+MAX_SECRET_BYTES = 1024 * 1024
+
+
+class TooManySecrets(Exception):
+    pass
 
 
 class Redactor:
@@ -104,17 +155,33 @@ class Redactor:
 
     What is secret is decided where values come from (`ServerSpec.secret_values`,
     `GatewayConfig.secret_values`): values from `${VAR}`, header values, tokens, URL credentials and
-    env values whose names say they are secret."""
+    env values whose names say they are secret. Values belong to an owner (a runtime-registered
+    server; None for the config), so a server's removal takes its values with it, and the total is
+    bounded: clients cannot grow it without end."""
 
     def __init__(self) -> None:
-        self.secrets: set[str] = set()
+        self._owned: dict[str | None, set[str]] = {}
         self._ordered: list[str] = []  # longest first, so a secret inside another goes whole
 
-    def add(self, values: Iterable[str]) -> None:
-        new = {v for v in values if len(v) >= MIN_SECRET} - self.secrets
-        if new:
-            self.secrets |= new
-            self._ordered = sorted(self.secrets, key=len, reverse=True)
+    @property
+    def secrets(self) -> list[str]:
+        return self._ordered
+
+    def add(self, values: Iterable[str], owner: str | None = None) -> None:
+        """Raises TooManySecrets, adding nothing, when the values would pass the bound."""
+        new = {v for v in values if len(v) >= MIN_SECRET} - self._owned.get(owner, set())
+        if not new:
+            return
+        merged = set(self._ordered) | new
+        if owner is not None and (len(merged) > MAX_SECRETS or sum(map(len, merged)) > MAX_SECRET_BYTES):
+            raise TooManySecrets(f"the gateway already holds {len(self._ordered)} secret values; no more can "
+                                 f"be added at runtime (remove servers first)")
+        self._owned.setdefault(owner, set()).update(new)
+        self._ordered = sorted(merged, key=len, reverse=True)
+
+    def discard(self, owner: str) -> None:
+        if self._owned.pop(owner, None) is not None:
+            self._ordered = sorted(set().union(*self._owned.values()), key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
         for secret in self._ordered:

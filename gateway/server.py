@@ -14,7 +14,7 @@ from fastmcp import FastMCP
 from gateway import _compat
 from gateway.backends.pool import BackendPool
 from gateway.backends.process import Started
-from gateway.config import GatewayConfig, ServerSpec
+from gateway.config import GatewayConfig
 from gateway.control import CONTROL_TOOLS, add_control_tools, servers_report
 from gateway.fastpath import FastRelay
 from gateway.http import add_admin_routes
@@ -23,7 +23,8 @@ from gateway.notify import LegacySessions
 from gateway.persistence import StateFile
 from gateway.pipeline_tools import PipelineProvider
 from gateway.pipelines.loader import PipelineRegistry
-from gateway.policy import PolicyError, RedactingFilter, Redactor, RegistrationPolicy
+from gateway.policy import RedactingFilter, Redactor, RegistrationPolicy
+from gateway.registration import Registrar
 from gateway.provider import BackendProvider
 
 logger = logging.getLogger("gateway")
@@ -35,39 +36,17 @@ directly as <server>__<tool>. route_pipeline runs multi-step workflows across th
 register_server / remove_server change the set of servers at runtime."""
 
 
-def _restorable(config: GatewayConfig, saved: dict[str, ServerSpec], policy: RegistrationPolicy,
-                state: StateFile) -> dict[str, ServerSpec]:
-    """Runtime registrations from the state file that may still start."""
-    keep: dict[str, ServerSpec] = {}
-    problems: list[str] = []
-    for name, spec in saved.items():
-        if name in config.mcpServers:
-            problems.append(f"'{name}' is now defined in the config file, which wins")
-            continue
-        try:
-            policy.check(spec)
-        except PolicyError as exc:
-            problems.append(f"'{name}' is no longer allowed: {exc}")
-            continue
-        keep[name] = spec
-    if problems:
-        state.problem = "; ".join(filter(None, [state.problem, "not restored: " + "; ".join(problems)]))
-        logger.error("state file %s: not restored: %s", state.path, "; ".join(problems))
-    return keep
-
-
 def build_gateway(config: GatewayConfig, pool: BackendPool, registry: PipelineRegistry, state: StateFile,
-                  redact: Redactor, *, allow_any_command: bool = False) -> tuple[FastMCP, LegacySessions]:
+                  redact: Redactor, *, allow_any_command: bool = False,
+                  listening: tuple[str, int] | None = None) -> tuple[FastMCP, LegacySessions]:
     settings = config.gateway
-    policy = RegistrationPolicy.from_settings(settings, allow_any_command)
+    registrar = Registrar(pool, RegistrationPolicy.from_config(config, allow_any_command, listening), redact, state)
 
     @asynccontextmanager
     async def lifespan(_server: FastMCP) -> AsyncIterator[dict[str, Any]]:
         # Only the start lives here: FastMCP closes lifespans inside a shielded cancel scope, which
         # a task group cannot be exited from, so the pool itself is owned by `running_gateway`.
-        restored = _restorable(config, state.load(), policy, state)
-        for spec in restored.values():
-            redact.add(spec.secret_values())
+        restored = await registrar.restore(config.mcpServers)
         await pool.start_all(config.mcpServers, runtime=restored)
         yield {"pool": pool}
 
@@ -85,17 +64,18 @@ def build_gateway(config: GatewayConfig, pool: BackendPool, registry: PipelineRe
     lowlevel.get_tool_input_schema = exported.header_params_schema if exported else lambda _name: None
     lowlevel.middleware.insert(0, FastRelay(pool, lowlevel, exported=exported is not None,
                                             log_floor=lambda session: _compat.client_log_level(mcp, session)))
-    add_control_tools(mcp, pool, policy, redact, state)
+    add_control_tools(mcp, pool, registrar, state)
     add_admin_routes(mcp, lambda: servers_report(pool, redact, state))
     return mcp, sessions
 
 
 @asynccontextmanager
 async def running_gateway(config: GatewayConfig, pipelines_dir: Path | None = None, *,
-                          allow_any_command: bool = False,
+                          allow_any_command: bool = False, listening: tuple[str, int] | None = None,
                           started: dict[str, Started] | None = None) -> AsyncIterator[FastMCP]:
     """The gateway with its pool and pipeline directory; leaving the block stops every backend.
-    `started` holds config backends whose processes the CLI started ahead."""
+    `started` holds config backends whose processes the CLI started ahead; `listening` is the HTTP
+    front's address, which no backend may be."""
     redact = Redactor()
     redact.add(config.secret_values())
     log_filter = RedactingFilter(redact)
@@ -108,7 +88,7 @@ async def running_gateway(config: GatewayConfig, pipelines_dir: Path | None = No
                            interceptors=build_interceptors(config.gateway, redact)) as pool, \
             anyio.create_task_group() as tg:
         mcp, sessions = build_gateway(config, pool, registry, state, redact,
-                                      allow_any_command=allow_any_command)
+                                      allow_any_command=allow_any_command, listening=listening)
         tool_names: frozenset[str] = frozenset()
 
         def push_if_tools_changed() -> None:

@@ -103,8 +103,20 @@ def backend_spec(mark: str, **extra: Any) -> dict[str, Any]:
     return {"command": PYTHON, "args": [str(TESTING_SERVER)], "env": env, **extra}
 
 
+# Env names the testing backend reads; the `testing` catalog template lets a client set them.
+TESTING_ENV = ("GATEWAY_TEST_MARK", "API_TOKEN", "PROBE_NAME", "TEST_BACKEND_CRASH_ON_START",
+               "TEST_BACKEND_CRASH_ON_START_IF", "TEST_BACKEND_START_DELAY", "TEST_BACKEND_CANCEL_LOG")
+TESTING_TEMPLATE = {"description": "the testing backend", "command": PYTHON, "args": [str(TESTING_SERVER)],
+                    "client_env": {name: r"[\w./:-]*" for name in TESTING_ENV}}
+
+
+def catalog_entry(mark: str, **env: str) -> dict[str, Any]:
+    """register_server's arguments (besides the name) for the testing backend from the catalog."""
+    return {"template": "testing", "env": {"GATEWAY_TEST_MARK": mark, **env}}
+
+
 def write_config(path: Path, servers: dict[str, Any], **gateway: Any) -> Path:
-    settings = {"allow_commands": [PYTHON], "allow_urls": ["http://127.0.0.1:"], **gateway}
+    settings = {"catalog": {"testing": TESTING_TEMPLATE}, "allow_urls": ["http://127.0.0.1:*"], **gateway}
     path.write_text(json.dumps({"mcpServers": servers, "gateway": settings}, indent=2))
     return path
 
@@ -193,12 +205,12 @@ class ServedProcess:
 
 
 def http_gateway(config: Path | None, mark: str, transport: str = "streamable-http",
-                 *extra_args: str) -> ServedProcess:
-    """Runs `gateway --transport ...` on a free port."""
+                 *extra_args: str, env: dict[str, str] | None = None) -> ServedProcess:
+    """Runs `gateway --transport ...` on a free port; `env` adds to its environment."""
     args = [GATEWAY, "--transport", transport, "--port", "{port}", *extra_args]
     if config is not None:
         args += ["--auto-register", str(config)]
-    return ServedProcess(args, "/sse" if transport == "sse" else "/mcp", gateway_env(mark))
+    return ServedProcess(args, "/sse" if transport == "sse" else "/mcp", gateway_env(mark) | (env or {}))
 
 
 def remote_backend(mark: str, transport: str) -> ServedProcess:

@@ -9,8 +9,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from conftest import (MODES, PYTHON, TESTING_SERVER, Notifications, backend_spec, processes_marked, stdio_client,
-                      text_of, wait_for, write_config)
+from conftest import (MODES, TESTING_SERVER, Notifications, backend_spec, processes_marked, stdio_client,
+                      catalog_entry, text_of, wait_for, write_config)
 
 
 async def servers(client) -> dict[str, dict]:
@@ -151,7 +151,7 @@ async def test_removing_a_backend_ends_its_in_flight_calls(tmp_path: Path, mark:
 
 async def test_bad_input_corpus(tmp_path: Path, mark: str) -> None:
     config = write_config(tmp_path / "config.json", {"testing": backend_spec(mark)})
-    spec = {"command": PYTHON, "args": [str(TESTING_SERVER)], "env": {"GATEWAY_TEST_MARK": mark}}
+    spec = catalog_entry(mark)
     async with stdio_client(config, mark) as client:
         async def error(tool: str, params: dict) -> str:
             result = await client.call_tool(tool, params, raise_on_error=False)

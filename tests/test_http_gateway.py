@@ -13,9 +13,9 @@ import pytest
 from fastmcp import Client
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from conftest import (GATEWAY, MODES, PYTHON, TESTING_SERVER, Notifications, backend_spec, free_port, gateway_env,
-                      http_gateway, processes_marked, remote_backend, stdio_client, text_of, wait_for, wait_until,
-                      write_config)
+from conftest import (GATEWAY, MODES, Notifications, backend_spec, free_port, gateway_env,
+                      http_gateway, processes_marked, remote_backend, stdio_client, catalog_entry, text_of, wait_for,
+                      wait_until, write_config)
 
 
 def gone(pid: int) -> bool:
@@ -41,9 +41,7 @@ async def test_streamable_http_front(tmp_path: Path, mark: str, mode: str) -> No
                                                                 "timeout": 0.3}, raise_on_error=False)
             assert timed_out.is_error and "timed out after 0.3s" in text_of(timed_out)
 
-            await client.call_tool("register_server", {
-                "name": "extra", "command": PYTHON, "args": [str(TESTING_SERVER)],
-                "env": {"GATEWAY_TEST_MARK": mark}})
+            await client.call_tool("register_server", {"name": "extra", **catalog_entry(mark)})
             await wait_for(lambda: notes.tools_changed >= 1, timeout=5, message="tools/list_changed")
             assert (await client.call_tool("extra__echo", {"text": "x"})).data == "x"
             await client.call_tool("remove_server", {"name": "extra"})

@@ -14,8 +14,8 @@ import pytest
 from fastmcp import Client
 from mcp import MCPError
 
-from conftest import (GATEWAY, PYTHON, TESTING_SERVER, backend_spec, http_gateway, stdio_client, text_of,
-                      write_config)
+from conftest import (GATEWAY, PYTHON, TESTING_SERVER, backend_spec, http_gateway, stdio_client, catalog_entry,
+                      text_of, write_config)
 
 SECRET = "planted-s3cret-9f1c"
 
@@ -26,31 +26,8 @@ async def refused(client: Client, **params) -> str:
     return text_of(result)
 
 
-async def test_policy_refuses_what_is_not_allowlisted_and_injection(tmp_path: Path, mark: str) -> None:
-    config = write_config(tmp_path / "config.json", {}, allow_env=["MY_PATHLIKE"])
-    script = str(TESTING_SERVER)
-    env = {"GATEWAY_TEST_MARK": mark}
-    async with stdio_client(config, mark) as client:
-        msg = await refused(client, name="sh", command="/bin/sh")
-        assert "gateway.allow_commands" in msg and "--allow-any-command" in msg
-        msg = await refused(client, name="code", command=PYTHON, args=["-c", "print(1)"])
-        assert "argument '-c'" in msg and "config file" in msg
-        msg = await refused(client, name="code2", command=PYTHON, args=["--eval=1"])
-        assert "argument '--eval=1'" in msg
-        msg = await refused(client, name="shell", command=PYTHON, args=["/bin/bash", script])
-        assert "start a shell" in msg
-        for name in ("PATH", "LD_PRELOAD", "PYTHONPATH", "NODE_OPTIONS", "DYLD_INSERT_LIBRARIES"):
-            msg = await refused(client, name="envy", command=PYTHON, args=[script], env={**env, name: "/tmp/x"})
-            assert f"setting {name}" in msg and "gateway.allow_env" in msg
-        msg = await refused(client, name="web", url="http://10.0.0.1/mcp")
-        assert "gateway.allow_urls" in msg
-        ok = await client.call_tool("register_server", {"name": "fine", "command": PYTHON, "args": [script],
-                                                        "env": {**env, "MY_PATHLIKE": "/x"}})
-        assert ok.structured_content["status"] == "ready"
-
-
 async def test_allow_any_command_is_explicit_and_warned_about(tmp_path: Path, mark: str) -> None:
-    config = write_config(tmp_path / "config.json", {}, allow_commands=[])
+    config = write_config(tmp_path / "config.json", {}, catalog={})
     log = tmp_path / "stderr.log"
     with log.open("w") as errors:
         client = stdio_client(config, mark, "auto", "--allow-any-command")
@@ -86,10 +63,8 @@ async def test_secrets_never_appear_in_answers_or_logs(tmp_path: Path, mark: str
                 seen.append(text_of(await client.call_tool("call_backend", call, raise_on_error=False)))
             # the backend itself did get the secret
             assert (await client.call_tool("fine__env", {"name": "API_TOKEN"})).data == SECRET
-            refused = await client.call_tool("register_server", {
-                "name": "fails", "command": PYTHON, "args": [str(TESTING_SERVER)], "env": {
-                    "GATEWAY_TEST_MARK": mark, "API_TOKEN": "another-secret-77", "TEST_BACKEND_CRASH_ON_START": "1"}},
-                raise_on_error=False)
+            refused = await client.call_tool("register_server", {"name": "fails", **catalog_entry(
+                mark, API_TOKEN="another-secret-77", TEST_BACKEND_CRASH_ON_START="1")}, raise_on_error=False)
             seen.append(text_of(refused))
     seen.append(log.read_text())
     everything = "\n".join(seen)
@@ -101,10 +76,9 @@ async def test_only_secret_looking_env_values_are_blanked(tmp_path: Path, mark: 
     """A server's own name in an ordinary env value stays readable in its errors; a token does not."""
     config = write_config(tmp_path / "config.json", {})
     async with stdio_client(config, mark) as client:
-        refused = await client.call_tool("register_server", {
-            "name": "probeaut", "command": PYTHON, "args": [str(TESTING_SERVER)],
-            "env": {"GATEWAY_TEST_MARK": mark, "PROBE_NAME": "probeaut", "API_TOKEN": "tok-4f1d-9a2b-secret",
-                    "TEST_BACKEND_CRASH_ON_START": "1"}}, raise_on_error=False)
+        refused = await client.call_tool("register_server", {"name": "probeaut", **catalog_entry(
+            mark, PROBE_NAME="probeaut", API_TOKEN="tok-4f1d-9a2b-secret", TEST_BACKEND_CRASH_ON_START="1")},
+            raise_on_error=False)
     text = text_of(refused)
     assert refused.is_error and text.startswith("cannot register 'probeaut': server 'probeaut'")
     assert "API_TOKEN=***" in text and "tok-4f1d-9a2b-secret" not in text
@@ -163,9 +137,9 @@ def test_non_loopback_host_without_tokens_is_refused(tmp_path: Path) -> None:
 async def test_runtime_registrations_survive_a_restart(tmp_path: Path, mark: str) -> None:
     config = write_config(tmp_path / "config.json", {})
     state = tmp_path / "gateway-state.json"
-    spec = {"command": PYTHON, "args": [str(TESTING_SERVER)], "env": {"GATEWAY_TEST_MARK": mark}}
+    spec = catalog_entry(mark)
     async with stdio_client(config, mark) as client:
-        await client.call_tool("register_server", {"name": "kept", **spec, "description": "stays"})
+        await client.call_tool("register_server", {"name": "kept", **spec})
         await client.call_tool("register_server", {"name": "dropped", **spec})
         await client.call_tool("remove_server", {"name": "dropped"})
     assert stat.S_IMODE(state.stat().st_mode) == 0o600
@@ -173,7 +147,7 @@ async def test_runtime_registrations_survive_a_restart(tmp_path: Path, mark: str
     async with stdio_client(config, mark) as client:
         servers = {s["name"]: s for s in (await client.call_tool("list_servers", {})).structured_content["servers"]}
         assert servers["kept"]["status"] == "ready" and servers["kept"]["registered_at_runtime"]
-        assert servers["kept"]["description"] == "stays" and "dropped" not in servers
+        assert servers["kept"]["description"] == "the testing backend" and "dropped" not in servers
         assert (await client.call_tool("kept__echo", {"text": "back"})).data == "back"
 
 
@@ -184,8 +158,7 @@ async def test_a_corrupt_state_file_is_kept_aside_and_reported(tmp_path: Path, m
     async with stdio_client(config, mark) as client:
         listed = (await client.call_tool("list_servers", {})).structured_content
         assert "could not be read" in listed["state_file_problem"] and ".corrupt-" in listed["state_file_problem"]
-        await client.call_tool("register_server", {"name": "new", "command": PYTHON, "args": [str(TESTING_SERVER)],
-                                                   "env": {"GATEWAY_TEST_MARK": mark}})
+        await client.call_tool("register_server", {"name": "new", **catalog_entry(mark)})
     backups = list(tmp_path.glob("gateway-state.json.corrupt-*"))
     assert len(backups) == 1 and backups[0].read_text() == '{"servers": {"half": {"command": '
     assert set(json.loads(state.read_text())["servers"]) == {"new"}
@@ -194,7 +167,7 @@ async def test_a_corrupt_state_file_is_kept_aside_and_reported(tmp_path: Path, m
 async def test_concurrent_register_and_remove_never_lose_or_duplicate(tmp_path: Path, mark: str) -> None:
     config = write_config(tmp_path / "config.json", {}, connect_timeout=60)
     state = tmp_path / "gateway-state.json"
-    spec = {"command": PYTHON, "args": [str(TESTING_SERVER)], "env": {"GATEWAY_TEST_MARK": mark}}
+    spec = catalog_entry(mark)
     async with stdio_client(config, mark) as client:
         errors: list[str] = []
 

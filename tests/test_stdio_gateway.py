@@ -12,7 +12,8 @@ import pytest
 from mcp import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from conftest import MODES, PYTHON, Notifications, stdio_client, backend_spec, text_of, wait_for, write_config
+from conftest import (MODES, Notifications, backend_spec, stdio_client, catalog_entry, text_of, wait_for,
+                      write_config)
 
 CONTROL = {"register_server", "remove_server", "list_servers", "call_backend", "route_pipeline"}
 
@@ -165,9 +166,7 @@ async def test_progress_and_log_messages_reach_the_caller(config: Path, mark: st
 async def test_register_and_remove_at_runtime(tmp_path: Path, config: Path, mark: str, mode: str) -> None:
     notes = Notifications()
     async with stdio_client(config, mark, mode, message_handler=notes) as client:
-        registered = await client.call_tool("register_server", {
-            "name": "extra", "command": PYTHON, "args": [str(backend_spec(mark)["args"][0])],
-            "env": {"GATEWAY_TEST_MARK": mark}, "description": "a second copy"})
+        registered = await client.call_tool("register_server", {"name": "extra", **catalog_entry(mark)})
         assert registered.structured_content["registered"] == "extra"
         assert "echo" in {t["name"] for t in registered.structured_content["tools"]}
         await wait_for(lambda: notes.tools_changed >= 1, timeout=5, message="tools/list_changed")
@@ -180,14 +179,13 @@ async def test_register_and_remove_at_runtime(tmp_path: Path, config: Path, mark
             assert result.is_error, params
             return text_of(result)
 
-        assert "already exists" in await refused({"name": "extra", "command": PYTHON})
-        assert "letters, digits" in await refused({"name": "bad name!", "command": PYTHON})
-        assert "must not contain" in await refused({"name": "a__b", "command": PYTHON})
+        assert "already exists" in await refused({"name": "extra", **catalog_entry(mark)})
+        assert "letters, digits" in await refused({"name": "bad name!", **catalog_entry(mark)})
+        assert "must not contain" in await refused({"name": "a__b", **catalog_entry(mark)})
         msg = await refused({"name": "shell", "command": "/bin/sh", "args": ["-c", "id"]})
-        assert "not allowed" in msg and "allow_commands" in msg
+        assert "not allowed" in msg and "catalog" in msg
         assert "exactly one of" in await refused({"name": "neither"})
-        msg = await refused({"name": "crasher", "command": PYTHON, "args": [backend_spec(mark)["args"][0]],
-                             "env": {"GATEWAY_TEST_MARK": mark, "TEST_BACKEND_CRASH_ON_START": "1"}})
+        msg = await refused({"name": "crasher", **catalog_entry(mark, TEST_BACKEND_CRASH_ON_START="1")})
         assert "refusing to start" in msg  # the tail of the backend's stderr
         assert set(await servers(client)) == {"testing", "extra"}  # nothing half-registered
 
@@ -208,8 +206,7 @@ async def test_registration_that_never_answers_times_out_cleanly(tmp_path: Path,
     async with stdio_client(config, mark) as client:
         started = time.monotonic()
         result = await client.call_tool("register_server", {
-            "name": "silent", "command": PYTHON, "args": [backend_spec(mark)["args"][0]],
-            "env": {"GATEWAY_TEST_MARK": mark, "TEST_BACKEND_START_DELAY": "60"}}, raise_on_error=False)
+            "name": "silent", **catalog_entry(mark, TEST_BACKEND_START_DELAY="60")}, raise_on_error=False)
         assert result.is_error and "timed out" in text_of(result) and "connect timeout 2s" in text_of(result)
         assert time.monotonic() - started < 8
         assert (await servers(client)) == {}

@@ -49,6 +49,8 @@ class GatewayBug(BackendError):
 
 def describe_exception(exc: BaseException) -> str:
     """What went wrong on the way to a backend, in a few words (the root OS error when there is one)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:  # a task group's: its first real error
+        exc = exc.exceptions[0]
     root = exc
     while root.__cause__ is not None:
         root = root.__cause__

@@ -280,6 +280,12 @@ def env(name: str) -> str | None:
     return os.environ.get(name)
 
 
+@mcp.tool
+def workdir() -> dict:
+    """Return the backend's working directory, what it holds, its environment's names and its arguments."""
+    return {"cwd": os.getcwd(), "entries": sorted(os.listdir(".")), "env": sorted(os.environ), "argv": sys.argv[1:]}
+
+
 @mcp.resource("test://info")
 def info() -> str:
     return "testing backend"
@@ -309,12 +315,12 @@ def greet(name: str) -> str:
 
 def main(argv: list[str]) -> None:
     mode = argv[0] if argv else "stdio"
-    if mode == "stdio" and len(argv) <= 1:
+    if mode == "stdio" and (len(argv) <= 1 or argv[1] == "--"):  # what follows "--" is only shown by workdir
         mcp.run(show_banner=False)
     elif mode in ("http", "sse") and len(argv) == 2 and argv[1].isdigit():
         mcp.run(transport=mode, host="127.0.0.1", port=int(argv[1]), show_banner=False)
     else:
-        raise SystemExit("usage: python testing_server.py [stdio | http PORT | sse PORT]")
+        raise SystemExit("usage: python testing_server.py [stdio [-- ARGS...] | http PORT | sse PORT]")
 
 
 if __name__ == "__main__":

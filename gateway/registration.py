@@ -1,0 +1,146 @@
+"""Runtime registrations: from a client's request to a running backend and an entry in the state file.
+
+An entry is what the client asked for: `{"template": ..., "params": ..., "env": ...}` from the
+operator's catalog, or `{"server": {...}}` (a URL the allowlist allows, or anything with
+`--allow-any-command`). The policy turns it into a server definition each time, at registration and
+at every restore, so a catalog change applies to saved entries too.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from gateway.backends.backend import Backend
+from gateway.backends.errors import BackendError, RegistrationError
+from gateway.backends.pool import BackendPool
+from gateway.config import ServerSpec
+from gateway.names import check_server_name
+from gateway.persistence import Entries, StateFile
+from gateway.policy import PolicyError, Redactor, RegistrationPolicy, TooManySecrets
+
+logger = logging.getLogger("gateway.registration")
+
+
+class Registrar:
+    def __init__(self, pool: BackendPool, policy: RegistrationPolicy, redact: Redactor, state: StateFile) -> None:
+        self.pool = pool
+        self.policy = policy
+        self.redact = redact
+        self.state = state
+        self.entries: Entries = {}  # registered and in the pool
+        self.kept: Entries = {}  # saved entries that could not be restored: kept in the file, not run
+        # Each runtime stdio server starts in an empty directory of its own, which the gateway owns.
+        self.work_root = state.path.with_name(f".{state.path.stem}-work")
+
+    async def _spec(self, name: str, entry: dict[str, Any]) -> ServerSpec:
+        if "template" in entry:
+            spec = self.policy.from_template(str(entry["template"]), dict(entry.get("params") or {}),
+                                             dict(entry.get("env") or {}))
+        else:
+            try:
+                spec = ServerSpec.model_validate(entry.get("server"))
+            except ValidationError as exc:
+                problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+                raise PolicyError(problems) from None
+            spec = self.policy.check_free_form(spec)
+        await self.policy.check_not_self(spec)
+        if spec.command and spec.cwd is None:
+            spec = spec.model_copy(update={"cwd": str(self._fresh_work_dir(name))})
+        return spec
+
+    def _fresh_work_dir(self, name: str) -> Path:
+        directory = self.work_root / name
+        shutil.rmtree(directory, ignore_errors=True)
+        self.work_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700)
+        return directory
+
+    def _forget(self, name: str) -> None:
+        self.entries.pop(name, None)
+        self.redact.discard(name)
+        shutil.rmtree(self.work_root / name, ignore_errors=True)
+
+    async def _save(self) -> None:
+        await self.state.save(lambda: self.kept | self.entries)
+
+    async def register(self, name: str, entry: dict[str, Any]) -> Backend:
+        """Starts the server and saves the entry; a RegistrationError (redacted) leaves nothing behind."""
+        # The name becomes a directory name: checked before anything else uses it.
+        problem = check_server_name(name, self.pool.settings.separator)
+        if problem:
+            raise RegistrationError(self.redact(f"cannot register: server name '{name}' {problem}"))
+        if name in self.pool:
+            raise RegistrationError(f"cannot register '{name}': a server named '{name}' already exists; remove "
+                                    f"it first or choose another name")
+        try:
+            spec = await self._spec(name, entry)
+            # Added before connecting, so that a failing server's error text is redacted too.
+            self.redact.add(spec.secret_values(), owner=name)
+        except (PolicyError, TooManySecrets) as exc:
+            raise RegistrationError(self.redact(f"cannot register '{name}': {exc}")) from None
+        except OSError as exc:  # its working directory
+            raise RegistrationError(f"cannot register '{name}': cannot create its working directory under "
+                                    f"{self.work_root} ({exc.strerror or exc})") from None
+        try:
+            backend = await self.pool.add(name, spec, must_connect=True, runtime=True)
+        except BackendError as exc:
+            message = self.redact(f"cannot register '{name}': {exc}")
+            self._forget(name)
+            raise RegistrationError(message) from None
+        self.entries[name] = entry
+        replaced = self.kept.pop(name, None)
+        try:
+            await self._save()
+        except OSError as exc:
+            await self.pool.remove(name)
+            self._forget(name)
+            if replaced is not None:
+                self.kept[name] = replaced
+            raise RegistrationError(f"cannot register '{name}': the state file {self.state.path} could not be "
+                                    f"written ({exc.strerror or exc}), so the server was stopped again") from None
+        return backend
+
+    async def remove(self, name: str) -> str | None:
+        """Stops and forgets a server; returns a warning when the state file could not be written."""
+        await self.pool.remove(name)
+        runtime = name in self.entries
+        self._forget(name)
+        if not runtime:
+            return None
+        try:
+            await self._save()
+        except OSError as exc:
+            return (f"the state file {self.state.path} could not be written ({exc.strerror or exc}); "
+                    f"'{name}' will be registered again at the next start")
+        return None
+
+    async def restore(self, config_names: Iterable[str]) -> dict[str, ServerSpec]:
+        """The saved servers that may still start. The others stay in the file and are reported."""
+        specs: dict[str, ServerSpec] = {}
+        problems: list[str] = []
+        taken = set(config_names)
+        for name, entry in self.state.load().items():
+            try:
+                if problem := check_server_name(name, self.pool.settings.separator):
+                    raise PolicyError(f"server name {problem}")
+                if name in taken:
+                    raise PolicyError("a server of that name is now in the config file, which wins")
+                spec = await self._spec(name, entry)
+                self.redact.add(spec.secret_values(), owner=name)
+            except (PolicyError, TooManySecrets) as exc:
+                self.kept[name] = entry
+                problems.append(f"'{name}': {exc}")
+                continue
+            self.entries[name] = entry
+            specs[name] = spec
+        if problems:
+            report = self.redact("not restored, kept in the file: " + "; ".join(problems))
+            self.state.problem = "; ".join(filter(None, [self.state.problem, report]))
+            logger.error("state file %s: %s", self.state.path, report)
+        return specs
