@@ -53,6 +53,9 @@ def server_summary(backend: Backend, exported: dict[tuple[str, str], str], redac
         info["url"] = redact(redact_url(spec.url or ""))
         info["header_keys"] = sorted(spec.http_headers())
     catalog = backend.catalog
+    if catalog.duplicates:
+        info["duplicate_tools"] = (f"listed more than once, the first of each is used: "
+                                   f"{', '.join(sorted(set(catalog.duplicates)))}")
     if catalog.resources or catalog.templates:
         info["resource_count"] = len(catalog.resources) + len(catalog.templates)
     if catalog.prompts:

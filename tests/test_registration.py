@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 from fastmcp import Client
@@ -270,3 +271,26 @@ def test_a_path_parameter_always_resolves_under_its_root(tmp_path_factory: pytes
     assert resolved.is_absolute() and resolved == resolved.resolve()
     assert resolved == root.resolve() or resolved.is_relative_to(root.resolve())
     assert os.path.realpath(value) == value
+
+
+async def test_a_backend_listing_a_tool_twice_is_reported(tmp_path: Path, mark: str) -> None:
+    config = write_config(tmp_path / "config.json", {"dup": {
+        "command": PYTHON, "args": [str(TESTING_SERVER.parent / "duplicate_tools_server.py")],
+        "env": {"GATEWAY_TEST_MARK": mark}}})
+    async with stdio_client(config, mark) as client:
+        await wait_for_status(client, "dup", "ready")
+        listed = (await client.call_tool("list_servers", {})).structured_content["servers"][0]
+        assert listed["duplicate_tools"] == "listed more than once, the first of each is used: echo"
+        echo = {t.name: t for t in await client.list_tools()}["dup__echo"]
+        assert echo.description == "[dup] first"
+        assert (await client.call_tool("dup__echo", {"text": "hi"})).content[0].text == "hi"
+
+
+async def wait_for_status(client: Client, server: str, status: str, timeout: float = 20) -> None:
+    async def current() -> str | None:
+        servers = (await client.call_tool("list_servers", {})).structured_content["servers"]
+        return next((s["status"] for s in servers if s["name"] == server), None)
+
+    with anyio.fail_after(timeout):
+        while await current() != status:
+            await anyio.sleep(0.05)

@@ -46,6 +46,7 @@ class Catalog:
     resources: list[mcp_types.Resource] = field(default_factory=list)
     templates: list[mcp_types.ResourceTemplate] = field(default_factory=list)
     prompts: list[mcp_types.Prompt] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)  # tool names listed more than once
 
     def tool(self, name: str) -> ToolEntry:
         entry = self.tools.get(name)
@@ -85,8 +86,15 @@ async def list_catalog(server: str, session: ClientSession) -> Catalog:
     """Lists everything the backend advertises. Tools are the point of a backend: one that
     advertises resources or prompts but fails to list them still serves its tools."""
     caps = session.server_capabilities
-    tools = await _all_pages(session.list_tools, "tools")
-    found = Catalog(server, tools={t.name: ToolEntry(t) for t in tools})
+    found = Catalog(server)
+    for tool in await _all_pages(session.list_tools, "tools"):
+        if tool.name in found.tools:
+            found.duplicates.append(tool.name)
+        else:
+            found.tools[tool.name] = ToolEntry(tool)
+    if found.duplicates:
+        logger.warning("server '%s' lists these tools more than once, the first of each is used: %s",
+                       server, ", ".join(sorted(set(found.duplicates))))
     if caps is not None and caps.resources is not None:
         found.resources = await _optional(server, _all_pages(session.list_resources, "resources"), "resources")
         found.templates = await _optional(server, _all_pages(session.list_resource_templates, "resource_templates"),

@@ -1,0 +1,33 @@
+"""A handshake-era MCP server over stdio, by hand, that lists the same tool name twice (as a buggy
+server might): the gateway must report it rather than silently pick one."""
+
+import json
+import sys
+
+TOOL = {"name": "echo", "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}}}
+
+
+def answer(request: dict) -> dict | None:
+    method, rid = request.get("method"), request.get("id")
+    if rid is None:
+        return None  # a notification
+    if method == "initialize":
+        result = {"protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
+                  "serverInfo": {"name": "duplicates", "version": "1"}}
+    elif method == "tools/list":
+        result = {"tools": [{**TOOL, "description": "first"}, {**TOOL, "description": "second"}]}
+    elif method == "tools/call":
+        text = request["params"].get("arguments", {}).get("text", "")
+        result = {"content": [{"type": "text", "text": text}]}
+    elif method == "ping":
+        result = {}
+    else:
+        return {"jsonrpc": "2.0", "id": rid, "error": {"code": -32601, "message": f"no method {method}"}}
+    return {"jsonrpc": "2.0", "id": rid, "result": result}
+
+
+for line in sys.stdin:
+    reply = answer(json.loads(line))
+    if reply is not None:
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
