@@ -4,6 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+WITH_SANDBOX=0
+for option in "$@"; do
+    case "$option" in
+        --with-sandbox) WITH_SANDBOX=1 ;;  # bubblewrap, for gateway.sandbox = "bwrap"
+        *) echo "setup.sh: unknown option $option (known: --with-sandbox)" >&2; exit 2 ;;
+    esac
+done
+
 PYTHON="${PYTHON:-python3}"
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
     echo "setup.sh: Python 3.11+ is required ($PYTHON is $("$PYTHON" --version 2>&1))" >&2
@@ -20,6 +28,13 @@ if command -v npm >/dev/null 2>&1; then
         @modelcontextprotocol/server-memory@2026.8.31 >/dev/null
 else
     echo "setup.sh: npm not found; the TypeScript-backend tests will be skipped" >&2
+fi
+
+if [ "$WITH_SANDBOX" = 1 ] && ! command -v bwrap >/dev/null 2>&1; then
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get install -y -q bubblewrap >/dev/null 2>&1 ||
+        { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q bubblewrap >/dev/null; }
 fi
 
 .venv/bin/gateway --help >/dev/null

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -127,6 +128,9 @@ def serve(
               f"GATEWAY_AUTH_TOKENS), or --no-auth to accept any client on the network")
     if transport is not Transport.stdio and (problem := _unbindable(host, port)):
         _fail(f"cannot serve on {host}:{port}: {problem}. Choose another --port or stop what uses it", 1)
+    if config.gateway.sandbox == "bwrap" and not shutil.which("bwrap"):
+        _fail("gateway.sandbox is 'bwrap' but bwrap is not installed: install Debian's bubblewrap package "
+              "(./setup.sh --with-sandbox) or set gateway.sandbox to 'none'")
     if allow_any_command or config.gateway.allow_any_command:
         logging.getLogger("gateway").warning(
             "any command may be registered at runtime (--allow-any-command): clients can run anything")

@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gateway.names import check_server_name
 from gateway.server_catalog import ServerTemplate
@@ -24,7 +32,7 @@ TransportKind = Literal["stdio", "streamable-http", "sse"]
 _TRANSPORT_ALIASES = {"stdio": "stdio", "http": "streamable-http", "streamable-http": "streamable-http",
                       "streamable_http": "streamable-http", "sse": "sse"}
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASS|PWD|CREDENTIAL|AUTH|COOKIE|SESSION|PRIVATE|SIGNATURE", re.I)
+_SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASS|PWD|CREDENTIAL|AUTH|COOKIE|SESSION|PRIVATE|SIGNATURE", re.IGNORECASE)
 
 
 def looks_secret(name: str) -> bool:
@@ -143,6 +151,8 @@ class GatewaySettings(BaseModel):
     allow_urls: list[str] = Field(default_factory=list, description=(
         "origins with an optional path prefix that register_server may connect to"))
     allow_any_command: bool = Field(False, description="let register_server start anything (unsafe)")
+    sandbox: Literal["none", "bwrap"] = Field("none", description=(
+        "run stdio servers registered at runtime under bubblewrap: writes only to their own directory"))
     allow_commands: list[str] | None = Field(None, exclude=True, description="removed: use catalog")
     allow_env: list[str] | None = Field(None, exclude=True, description="removed: use catalog")
     auth_tokens: list[str] = Field(default_factory=list, description="tokens HTTP clients must present")

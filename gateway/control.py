@@ -20,8 +20,9 @@ from gateway.backends.invocation import Invocation, Road
 from gateway.backends.pool import BackendPool
 from gateway.persistence import StateFile
 from gateway.policy import Redactor, redact_url
-from gateway.registration import Registrar
 from gateway.provider import run_backend_tool
+from gateway.registration import Registrar
+from gateway.sandbox import shown_command
 
 CONTROL_TOOLS = ("register_server", "remove_server", "list_servers", "call_backend", "route_pipeline")
 
@@ -47,7 +48,10 @@ def server_summary(backend: Backend, exported: dict[tuple[str, str], str], redac
         info["consecutive_failures"] = backend.failures
         info["next_retry_in_seconds"] = round(max(0.0, backend.retry_at - time.monotonic()), 1)
     if spec.command:
-        info["command"] = os.path.basename(spec.command)
+        command, in_sandbox = shown_command(spec)
+        info["command"] = os.path.basename(command)
+        if in_sandbox:
+            info["sandbox"] = "bwrap"
         info["env_keys"] = sorted(spec.env)
     else:
         info["url"] = redact(redact_url(spec.url or ""))

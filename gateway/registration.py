@@ -23,6 +23,7 @@ from gateway.config import ServerSpec
 from gateway.names import check_server_name
 from gateway.persistence import Entries, StateFile
 from gateway.policy import PolicyError, Redactor, RegistrationPolicy, TooManySecrets
+from gateway.sandbox import sandboxed
 
 logger = logging.getLogger("gateway.registration")
 
@@ -50,8 +51,10 @@ class Registrar:
                 raise PolicyError(problems) from None
             spec = self.policy.check_free_form(spec)
         await self.policy.check_not_self(spec)
+        if spec.command and self.pool.settings.sandbox == "bwrap":
+            return sandboxed(spec, self._fresh_work_dir(name))
         if spec.command and spec.cwd is None:
-            spec = spec.model_copy(update={"cwd": str(self._fresh_work_dir(name))})
+            return spec.model_copy(update={"cwd": str(self._fresh_work_dir(name))})
         return spec
 
     def _fresh_work_dir(self, name: str) -> Path:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -16,15 +17,26 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+from conftest import (
+    GATEWAY,
+    PYTHON,
+    TESTING_SERVER,
+    TESTING_TEMPLATE,
+    catalog_entry,
+    free_port,
+    http_gateway,
+    remote_backend,
+    stdio_client,
+    text_of,
+    write_config,
+)
 from fastmcp import Client
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import (GATEWAY, PYTHON, TESTING_SERVER, TESTING_TEMPLATE, catalog_entry, free_port, http_gateway,
-                      remote_backend, stdio_client, text_of, write_config)
 from gateway.config import ConfigError, parse_config
 from gateway.server_catalog import ParamProblem, TemplateParam
-from gateway.urls import UrlProblem, check_url, parse_rule, parse_url
+from gateway.urls import UrlProblem, check_url, parse_rule
 
 
 def attack_config(tmp_path: Path, mark: str, **gateway: Any) -> Path:
@@ -100,7 +112,7 @@ async def test_a_client_cannot_run_code_through_an_interpreter(tmp_path: Path, m
         assert seen["entries"] == [] and Path(seen["cwd"]).parent.name == ".gateway-state-work"
         assert {"PROBE_NAME", "GATEWAY_TEST_MARK"} <= set(seen["env"]) <= {
             "PROBE_NAME", "GATEWAY_TEST_MARK", "HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LC_CTYPE",
-            "FASTMCP_LOG_LEVEL"}  # the last set by the backend itself
+            "FASTMCP_LOG_LEVEL", "MCP_GATEWAY_BACKEND"}  # set by the backend itself, and by the gateway to find it
         work = Path(seen["cwd"])
         await client.call_tool("remove_server", {"name": "py1"})
         assert not work.exists()
@@ -132,7 +144,8 @@ def test_pinned_package_runners_and_removed_settings(tmp_path: Path) -> None:
         "git": {"command": "uvx", "args": ["mcp-server-git==2025.1.14"]}}}}, env={})
     config = tmp_path / "old.json"
     config.write_text(json.dumps({"mcpServers": {}, "gateway": {"allow_commands": ["/usr/bin/npx"]}}))
-    done = subprocess.run([GATEWAY, "validate", "--auto-register", str(config)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([GATEWAY, "validate", "--auto-register", str(config)], capture_output=True, text=True,
+                          timeout=60, check=False)
     assert done.returncode == 2 and "gateway.catalog" in done.stderr and "Traceback" not in done.stderr
     for separator in ("x", "1", "a_"):
         with pytest.raises(ConfigError, match="separator"):
@@ -249,7 +262,7 @@ def test_an_allowed_url_always_reaches_an_allowed_origin_and_path(scheme: str, p
     assert origin in {("https", "mcp.example.com", 443)} or (origin[:2] == ("http", "127.0.0.1"))
     path = reached.path
     assert ".." not in path.split("/") and "\\" not in path
-    assert path == "/mcp" or path.startswith("/mcp/") or path == "/api" or path.startswith("/api/")
+    assert path in ("/mcp", "/api") or path.startswith(("/mcp/", "/api/"))
 
 
 @settings(max_examples=300, deadline=None)
@@ -294,3 +307,28 @@ async def wait_for_status(client: Client, server: str, status: str, timeout: flo
     with anyio.fail_after(timeout):
         while await current() != status:
             await anyio.sleep(0.05)
+
+
+@pytest.mark.skipif(not shutil.which("bwrap"), reason="bubblewrap is installed by ./setup.sh --with-sandbox")
+async def test_the_optional_sandbox_confines_writes_and_hides_the_gateways_processes(
+        tmp_path: Path, mark: str) -> None:
+    config = write_config(tmp_path / "config.json", {}, sandbox="bwrap")
+    served = http_gateway(config, mark, env={"GATEWAY_PLANTED": "planted-in-the-gateway"})
+    async with served as (url, proc), Client(url, timeout=30) as client:
+        ok = await client.call_tool("register_server", {"name": "boxed", **catalog_entry(mark)})
+        assert ok.structured_content["status"] == "ready"
+        listed = (await client.call_tool("list_servers", {})).structured_content["servers"][0]
+        assert listed["sandbox"] == "bwrap" and listed["command"] == Path(PYTHON).name
+        work = (await client.call_tool("boxed__workdir", {})).structured_content["cwd"]
+        assert (await client.call_tool("boxed__touch", {"path": f"{work}/mine"})).data == "ok"
+        for outside in (Path.home() / f"escaped-{mark}", Path("/var/tmp") / f"escaped-{mark}"):
+            try:
+                result = (await client.call_tool("boxed__touch", {"path": str(outside)})).data
+                assert result == "Read-only file system" and not outside.exists()
+            finally:
+                outside.unlink(missing_ok=True)
+        # the host's /tmp is not the server's
+        assert (await client.call_tool("boxed__touch", {"path": str(tmp_path / "escaped")})).data == "ok"
+        assert not (tmp_path / "escaped").exists()
+        environ = (await client.call_tool("boxed__read_text", {"path": f"/proc/{proc.pid}/environ"})).data
+        assert "planted-in-the-gateway" not in environ and environ.startswith("error")

@@ -286,6 +286,27 @@ def workdir() -> dict:
     return {"cwd": os.getcwd(), "entries": sorted(os.listdir(".")), "env": sorted(os.environ), "argv": sys.argv[1:]}
 
 
+@mcp.tool
+def touch(path: str) -> str:
+    """Create the file at `path`: 'ok', or why not."""
+    try:
+        with open(path, "a"):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return "ok"
+
+
+@mcp.tool
+def read_text(path: str) -> str:
+    """The text of the file at `path` (its first 4 KB), or why it cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4096).decode(errors="replace")
+    except OSError as exc:
+        return f"error: {exc.strerror or exc}"
+
+
 @mcp.resource("test://info")
 def info() -> str:
     return "testing backend"
