@@ -265,6 +265,10 @@ def parse_config(raw: Any, source: str = "config", env: Mapping[str, str] | None
             _anchor(spec, base_dir)
         for template in config.gateway.catalog.values():
             _anchor(template, base_dir, default_cwd=False)
+            # A template's server starts in a directory of its own, so its relative file arguments
+            # (a script beside the config, say) are made absolute here.
+            template.args = [str((base_dir / arg).absolute()) if _relative_file(arg, base_dir) else arg
+                             for arg in template.args]
     return config
 
 
@@ -285,6 +289,11 @@ def _anchor(spec: ServerSpec | ServerTemplate, base_dir: Path, default_cwd: bool
         spec.command = str((base_dir / spec.command).absolute())
     if spec.command and spec.cwd is None and default_cwd:
         spec.cwd = str(base_dir)
+
+
+def _relative_file(arg: str, base_dir: Path) -> bool:
+    return ("/" in arg and not arg.startswith(("-", "/")) and "{" not in arg
+            and (base_dir / arg).exists())
 
 
 def load_config(path: str | Path) -> GatewayConfig:

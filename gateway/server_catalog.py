@@ -112,7 +112,7 @@ class ServerTemplate(BaseModel):
     description: str | None = None
     command: str | None = Field(None, description="executable of a stdio server")
     args: list[str] = Field(default_factory=list, description="arguments; '{param}' is replaced by a value")
-    env: dict[str, str] = Field(default_factory=dict, description="fixed environment")
+    env: dict[str, str] = Field(default_factory=dict, description="environment; '{param}' is replaced by a value")
     client_env: dict[str, str] = Field(default_factory=dict, description=(
         "environment names a client may set, each with a regular expression its value must match"))
     cwd: str | None = Field(None, description="fixed working directory (default: an empty one of its own)")
@@ -126,7 +126,7 @@ class ServerTemplate(BaseModel):
     def _consistent(self) -> ServerTemplate:
         if bool(self.command) == bool(self.url):
             raise ValueError("give exactly one of 'command' or 'url'")
-        used = {m for text in (*self.args, self.url or "") for m in _PLACEHOLDER.findall(text)}
+        used = {m for text in (*self.args, *self.env.values(), self.url or "") for m in _PLACEHOLDER.findall(text)}
         if unknown := sorted(used - set(self.params)):
             raise ValueError(f"placeholders {unknown} name no parameter in 'params'")
         if unused := sorted(set(self.params) - used):
@@ -181,14 +181,15 @@ class ServerTemplate(BaseModel):
         spec: dict[str, Any] = {"description": self.description, "timeout": self.timeout}
         if self.command:
             spec |= {"command": self.command, "args": [fill(a) for a in self.args],
-                     "env": self.env | env, "cwd": self.cwd}
+                     "env": {k: fill(v) for k, v in self.env.items()} | env, "cwd": self.cwd}
         else:
             spec |= {"url": fill(self.url or ""), "transport": self.transport, "headers": self.headers}
         return spec
 
     def summary(self) -> str:
         """One line for register_server's description."""
-        params = ", ".join(f"{n} ({p.type}{', optional' if p.default is not None else ''})"
+        params = "; ".join(f"{n} ({p.type}{', optional' if p.default is not None else ''}"
+                           f"{': ' + p.description if p.description else ''})"
                            for n, p in self.params.items()) or "no params"
         env = f"; env: {', '.join(sorted(self.client_env))}" if self.client_env else ""
         return f"{self.description or 'no description'} [params: {params}{env}]"

@@ -73,6 +73,15 @@ def test_relative_paths_are_anchored_at_the_config_file(tmp_path: Path) -> None:
     assert config.mcpServers["a"].command == str(tmp_path / "bin/server")
     assert config.mcpServers["a"].cwd == str(tmp_path / "work")
     assert config.mcpServers["b"].command == "python3" and config.mcpServers["b"].cwd == str(tmp_path)
+    # a catalog template's server starts in a directory of its own: its script argument is anchored too
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts/server.py").write_text("")
+    path.write_text(json.dumps({"gateway": {"catalog": {"t": {
+        "command": "bin/python", "args": ["scripts/server.py", "--flag", "not/a/file", "{x}"],
+        "params": {"x": {"type": "enum", "values": ["a"]}}}}}}))
+    template = load_config(path).gateway.catalog["t"]
+    assert template.command == str(tmp_path / "bin/python") and template.cwd is None
+    assert template.args == [str(tmp_path / "scripts/server.py"), "--flag", "not/a/file", "{x}"]
 
 
 @pytest.mark.parametrize(("content", "expected"), [

@@ -22,6 +22,12 @@ def shipped_config(tmp_path: Path, mark: str, weather_base: str) -> Path:
         spec["cwd"] = str(ROOT)
         spec.setdefault("env", {})["GATEWAY_TEST_MARK"] = mark
     raw["mcpServers"]["weather"]["env"]["WEATHER_API_BASE"] = weather_base
+    for template in raw["gateway"]["catalog"].values():
+        template["command"] = str(ROOT / template["command"])
+        template["args"] = [str(ROOT / arg) if (ROOT / arg).is_file() else arg for arg in template["args"]]
+        template.setdefault("env", {})["GATEWAY_TEST_MARK"] = mark
+        for param in template["params"].values():
+            param["roots"] = [str(ROOT / root) for root in param["roots"]]
     path = tmp_path / "gateway-config.json"
     path.write_text(json.dumps(raw))
     return path
@@ -61,6 +67,20 @@ async def test_shipped_backends_work_through_the_gateway(tmp_path: Path, mark: s
         assert alerts.structured_content["count"] == 2
         forecast = await client.call_tool("weather__get_forecast", {"latitude": 37.77, "longitude": -122.42})
         assert forecast.structured_content["periods"]
+
+
+async def test_shipped_catalog_registers_from_a_template(tmp_path: Path, mark: str, weather_base: str) -> None:
+    async with stdio_client(shipped_config(tmp_path, mark, weather_base), mark) as client:
+        registered = await client.call_tool("register_server", {"name": "shop", "template": "sqlite",
+                                                                "params": {"db": "sample.db"}})
+        assert registered.structured_content["status"] == "ready"
+        rows = await client.call_tool("shop__query", {"sql": "SELECT count(*) AS n FROM customers"})
+        assert '"n"' in text_of(rows)
+        refused = await client.call_tool("register_server", {"name": "etc", "template": "files",
+                                                             "params": {"folder": "../../../etc"}},
+                                         raise_on_error=False)
+        assert refused.is_error and "is not under" in text_of(refused)
+        await client.call_tool("remove_server", {"name": "shop"})
 
 
 async def test_weather_without_network_gives_a_clear_error(tmp_path: Path, mark: str) -> None:
