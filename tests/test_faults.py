@@ -107,8 +107,8 @@ async def test_floods_garbage_and_huge_results(tmp_path: Path, mark: str) -> Non
         assert text_of(garbage) == "wrote garbage"
         assert (await client.call_tool("testing__echo", {"text": "still fine"})).data == "still fine"
         big = await client.call_tool("testing__big", {"kb": 200}, raise_on_error=False)
-        assert big.is_error and "204,800 bytes" in text_of(big) and "gateway.max_result_bytes" in text_of(big)
-        assert len((await client.call_tool("testing__big", {"kb": 50})).data) == 50 * 1024
+        assert big.is_error and "409,614 bytes" in text_of(big) and "gateway.max_result_bytes" in text_of(big)
+        assert len((await client.call_tool("testing__big", {"kb": 45})).data) == 45 * 1024
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -61,9 +61,13 @@ async def test_the_same_size_limit_on_every_road(tmp_path: Path, mark: str) -> N
     async with stdio_client(config, mark) as client:
         seen = await every_road(client, "testing", "big", {"kb": 200}, "test://testing/big/200")
         for road, text in seen.items():
-            assert "is 204,800 bytes, over the gateway's limit of 100,000 (gateway.max_result_bytes)" in text, road
+            # a tool result carries the text twice (content and structured content), and both count
+            size = "409,614" if "'big'" in text else "204,800"
+            assert f"is {size} bytes, over the gateway's limit of 100,000 (gateway.max_result_bytes)" in text, road
+        big_structured = await client.call_tool("testing__big_structured", {"kb": 120}, raise_on_error=False)
+        assert big_structured.is_error and "gateway.max_result_bytes" in text_of(big_structured)
         # under the limit, every road delivers
-        assert len((await client.call_tool("testing__big", {"kb": 90})).data) == 90 * 1024
+        assert len((await client.call_tool("testing__big", {"kb": 45})).data) == 45 * 1024
         assert len((await client.read_resource("test://testing/big/90"))[0].text) == 90 * 1024
 
 

@@ -169,6 +169,12 @@ def big(kb: int) -> str:
 
 
 @mcp.tool
+def big_structured(kb: int) -> ToolResult:
+    """Return a one-word text with `kb` kilobytes of structured content beside it."""
+    return ToolResult(content=[TextContent(type="text", text="summary")], structured_content={"data": "y" * (kb * 1024)})
+
+
+@mcp.tool
 async def add_tool(name: str, ctx: Context) -> str:
     """Add a tool named `name` and tell the client the tool list changed."""
     import mcp_types
