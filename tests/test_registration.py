@@ -34,7 +34,9 @@ from fastmcp import Client
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.backends.errors import describe_exception
 from gateway.config import ConfigError, parse_config
+from gateway.policy import MAX_SECRETS, Redactor, TooManySecrets
 from gateway.server_catalog import ParamProblem, TemplateParam
 from gateway.urls import UrlProblem, check_url, parse_rule
 
@@ -332,3 +334,20 @@ async def test_the_optional_sandbox_confines_writes_and_hides_the_gateways_proce
         assert not (tmp_path / "escaped").exists()
         environ = (await client.call_tool("boxed__read_text", {"path": f"/proc/{proc.pid}/environ"})).data
         assert "planted-in-the-gateway" not in environ and environ.startswith("error")
+
+
+def test_the_redactor_is_bounded_and_forgets_a_removed_servers_values() -> None:
+    redact = Redactor()
+    redact.add(["config-secret-1"])
+    redact.add(["server-a-secret"], owner="a")
+    assert redact("config-secret-1 server-a-secret") == "*** ***"
+    redact.discard("a")
+    assert redact("config-secret-1 server-a-secret") == "*** server-a-secret"
+    with pytest.raises(TooManySecrets):
+        redact.add([f"value-{i:08d}" for i in range(MAX_SECRETS + 1)], owner="b")
+    assert redact("value-00000001") == "value-00000001"  # nothing of a refused batch is kept
+
+
+def test_an_exception_group_is_described_by_its_real_error() -> None:
+    group = ExceptionGroup("unhandled errors in a TaskGroup", [ConnectionRefusedError(111, "Connection refused")])
+    assert describe_exception(group) == "[Errno 111] Connection refused"
