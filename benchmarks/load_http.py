@@ -595,6 +595,11 @@ async def run(args: argparse.Namespace, tmp: Path, mark: str) -> dict[str, Any]:
     with serve(cmd, port, mark, tmp / "gateway.log", "gateway") as gateway:
         report["gateway_start_s"] = round(time.perf_counter() - booting, 2)
         async with connected(f"http://127.0.0.1:{port}/mcp", args.clients, args.mode) as clients:
+            # the gateway serves while its backends start; their tools are listed once they are ready
+            with anyio.fail_after(120):
+                while any(s["status"] == "connecting" for s in
+                          (await clients[0].call_tool("list_servers", {})).structured_content["servers"]):
+                    await anyio.sleep(0.05)
             tools = {tool.name for tool in await clients[0].list_tools()}
             wanted = {f"{s}__echo" for s in HEALTHY} | {"crashy__crash", "crashy__echo", "hangs__hang",
                                                         "hangs__echo", "call_backend"}

@@ -25,7 +25,12 @@ CONFIG = ROOT / "gateway-config.json"
 async def gateway_ready() -> float:
     started = time.perf_counter()
     async with Client(StdioTransport(GATEWAY, ["--auto-register", str(CONFIG)], keep_alive=False)) as client:
-        servers = (await client.call_tool("list_servers", {})).structured_content["servers"]
+        # the gateway answers while its backends start: ready is when none is still connecting
+        deadline = started + 120
+        while any(s["status"] == "connecting" for s in
+                  (servers := (await client.call_tool("list_servers", {})).structured_content["servers"])):
+            assert time.perf_counter() < deadline, servers
+            await asyncio.sleep(0.02)
         elapsed = time.perf_counter() - started
     assert all(s["status"] == "ready" for s in servers), servers
     return elapsed

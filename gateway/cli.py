@@ -48,6 +48,7 @@ def _check_internals() -> None:
 
 async def _serve(config: GatewayConfig, pipelines: Path, transport: Transport, host: str, port: int,
                  path: str | None, allow_any_command: bool, tokens: list[str], started: dict[str, Started]) -> None:
+    import fastmcp
     from fastmcp.server.http import HostOriginGuardMiddleware
     from starlette.middleware import Middleware
 
@@ -74,6 +75,9 @@ async def _serve(config: GatewayConfig, pipelines: Path, transport: Transport, h
                                      allowed_origins=settings.allowed_origins)]
             if tokens:
                 middleware.append(Middleware(TokenAuth, tokens=tokens))
+            # run_http_async takes no idle timeout; its streamable-HTTP app reads FastMCP's public
+            # setting. mcp's own default keeps an abandoned handshake-era session for 30 minutes.
+            fastmcp.settings.http_session_idle_timeout = settings.session_idle_timeout
             await mcp.run_http_async(
                 transport=kind, host=host, port=port, path=path, show_banner=False,
                 # a shutdown waits 1 s for open requests, not uvicorn's default 2, so that the

@@ -50,9 +50,19 @@ class FastRelay:
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if ctx.request_id is not None and isinstance(ctx.params, Mapping) and _compat.initialized(ctx.session):
             invocation = self._resolve(ctx.method, ctx.params)
+            if invocation is None and await self._waited_for_exporter(ctx.method, ctx.params):
+                invocation = self._resolve(ctx.method, ctx.params)
             if invocation is not None:
                 return self._wire(ctx, invocation, await self._relay(ctx, invocation))
         return await call_next(ctx)
+
+    async def _waited_for_exporter(self, method: str, params: Mapping[str, Any]) -> bool:
+        """A `<server>__<tool>` (or prompt) called while its server is still starting: the gateway
+        serves before its backends are ready, so the call waits for that server, as `call_backend`
+        does, rather than finding the name unknown."""
+        name = params.get("name")
+        return (self._exported and method in ("tools/call", "prompts/get") and isinstance(name, str)
+                and await self._pool.wait_for_exporter(name))
 
     def _resolve(self, method: str, params: Mapping[str, Any]) -> Invocation | None:
         if method == "tools/call":

@@ -46,8 +46,9 @@ def build_gateway(config: GatewayConfig, pool: BackendPool, registry: PipelineRe
     async def lifespan(_server: FastMCP) -> AsyncIterator[dict[str, Any]]:
         # Only the start lives here: FastMCP closes lifespans inside a shielded cancel scope, which
         # a task group cannot be exited from, so the pool itself is owned by `running_gateway`.
+        # The backends start in the background: the gateway serves at once, whatever they do.
         restored = await registrar.restore(config.mcpServers)
-        await pool.start_all(config.mcpServers, runtime=restored)
+        pool.start_soon(config.mcpServers, runtime=restored)
         yield {"pool": pool}
 
     sessions = LegacySessions()

@@ -125,10 +125,40 @@ def gateway_env(mark: str) -> dict[str, str]:
     return {**os.environ, "GATEWAY_TEST_MARK": mark}
 
 
-def stdio_client(config: Path, mark: str, mode: str = "auto", *extra_args: str, **kwargs: Any) -> Client:
+async def settled(client: Client, timeout: float = 60) -> dict[str, dict[str, Any]]:
+    """list_servers, by name, once no backend is still connecting (the gateway serves while they start)."""
+    with anyio.fail_after(timeout):
+        while True:
+            listed = (await client.call_tool("list_servers", {})).structured_content["servers"]
+            if all(s["status"] != "connecting" for s in listed):
+                return {s["name"]: s for s in listed}
+            await anyio.sleep(0.05)
+
+
+class GatewayClient(Client):
+    """A client of the gateway. The gateway serves while its backends start; unless `settle` is
+    false, entering also waits until none of them is still connecting, for tests about other things."""
+
+    def __init__(self, *args: Any, settle: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._settle = settle
+
+    async def __aenter__(self) -> GatewayClient:
+        await super().__aenter__()
+        if self._settle:
+            try:
+                await settled(self)
+            except BaseException:
+                await self.__aexit__(None, None, None)
+                raise
+        return self
+
+
+def stdio_client(config: Path, mark: str, mode: str = "auto", *extra_args: str, settle: bool = True,
+                 **kwargs: Any) -> Client:
     transport = StdioTransport(GATEWAY, ["--auto-register", str(config), *extra_args],
                                env={"GATEWAY_TEST_MARK": mark}, keep_alive=False)
-    return Client(transport, mode=mode, timeout=60, **kwargs)
+    return GatewayClient(transport, mode=mode, timeout=60, settle=settle, **kwargs)
 
 
 class ServedProcess:
@@ -136,8 +166,9 @@ class ServedProcess:
     waits then leave the event loop running). Gives (url, process); stops it and waits for the
     port to close on the way out."""
 
-    def __init__(self, args: list[str], path: str, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
+    def __init__(self, args: list[str], path: str, env: dict[str, str] | None = None,
+                 port: int | None = None) -> None:
+        self.port = port or free_port()
         self.args = [arg.replace("{port}", str(self.port)) for arg in args]
         self.url = f"http://127.0.0.1:{self.port}{path}"
         self.env = env
@@ -213,10 +244,11 @@ def http_gateway(config: Path | None, mark: str, transport: str = "streamable-ht
     return ServedProcess(args, "/sse" if transport == "sse" else "/mcp", gateway_env(mark) | (env or {}))
 
 
-def remote_backend(mark: str, transport: str) -> ServedProcess:
-    """The testing backend serving streamable HTTP (`http`) or SSE on its own port."""
+def remote_backend(mark: str, transport: str, port: int | None = None, **env: str) -> ServedProcess:
+    """The testing backend serving streamable HTTP (`http`) or SSE on its own port (`port` to serve
+    again where an earlier one served); `env` adds to its environment."""
     return ServedProcess([PYTHON, str(TESTING_SERVER), transport, "{port}"],
-                         "/sse" if transport == "sse" else "/mcp", gateway_env(mark))
+                         "/sse" if transport == "sse" else "/mcp", gateway_env(mark) | env, port)
 
 
 class Notifications(MessageHandler):

@@ -13,7 +13,7 @@ import pytest
 from fastmcp import Client
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from conftest import (GATEWAY, MODES, Notifications, backend_spec, free_port, gateway_env,
+from conftest import (GATEWAY, MODES, Notifications, backend_spec, free_port, gateway_env, settled,
                       http_gateway, processes_marked, remote_backend, stdio_client, catalog_entry, text_of, wait_for,
                       wait_until, write_config)
 
@@ -32,6 +32,7 @@ async def test_streamable_http_front(tmp_path: Path, mark: str, mode: str) -> No
         notes = Notifications()
         async with Client(url, mode=mode, message_handler=notes, timeout=60) as client:
             assert (client.protocol_version in MODERN_PROTOCOL_VERSIONS) == (mode == "auto")
+            await settled(client)  # the gateway serves while its backends start
             assert "testing__echo" in {t.name for t in await client.list_tools()}
             assert (await client.call_tool("testing__add", {"a": 1, "b": 2})).data == 3
             result = await client.call_tool("call_backend", {"server": "testing", "tool": "echo",

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import mcp_types
@@ -28,6 +29,9 @@ from gateway.config import ServerSpec
 logger = logging.getLogger("gateway.backends")
 
 MAX_BACKOFF = 30.0
+# How often a down remote backend's port is tried (a TCP connect, nothing sent): cheap for a dead
+# host and for a live one, and short enough that a backend that is back is used within a second.
+PROBE_INTERVAL = 0.5
 STDERR_GRACE = 0.05  # for a dying process's last stderr lines to arrive before we quote them
 
 # What a transport raises when the connection under it is gone. Anything else from a request is
@@ -68,7 +72,8 @@ class Backend:
         self._connection: Connection | None = None
         self._transport: Transport | None = None
         self._lock = anyio.Lock()
-        self._restarted: anyio.Event | None = None  # set when the running restart ends
+        self._restarted: anyio.Event | None = None  # set when the running (re)connect attempt ends
+        self._probing = False  # a remote backend's probe task is running
         self._ahead = started.process if started else None  # a process started ahead, for the first session
         self.stderr = started.stderr if started else StderrTail(name) if spec.kind == "stdio" else None
         if self.stderr is not None:
@@ -97,6 +102,11 @@ class Backend:
         async with self._lock:
             if self.state is State.ready and self._alive():
                 return
+            if self.state is State.stopped:
+                raise BackendUnavailable(f"server '{self.name}' was removed")
+            if self.state is not State.connecting and time.monotonic() < self.retry_at:
+                # an attempt that failed while this one waited for the lock: its backoff holds
+                raise BackendUnavailable(f"server '{self.name}' {self.last_error}")
             await self._drop_connection()
             self.state = State.connecting
             if self.stderr is not None:
@@ -112,6 +122,8 @@ class Backend:
                 with anyio.CancelScope(shield=True):
                     await self._close(connection)
                     await anyio.sleep(STDERR_GRACE)
+                if self.state is State.stopped:  # removed meanwhile: nothing to record or retry
+                    raise BackendUnavailable(f"server '{self.name}' was removed while it was connecting") from None
                 self._record_failure(f"could not connect: {describe_exception(exc)}"
                                      + (" (connect timeout %gs)" % self.connect_timeout
                                         if isinstance(exc, TimeoutError) else ""))
@@ -121,6 +133,10 @@ class Backend:
                 with anyio.CancelScope(shield=True):
                     await self._close(connection)
                 raise
+            if self.state is State.stopped:  # removed while connecting: nobody else would close it
+                with anyio.CancelScope(shield=True):
+                    await self._close(connection)
+                raise BackendUnavailable(f"server '{self.name}' was removed while it was connecting")
             self._connection = connection
             self.catalog = catalog
             self.state = State.ready
@@ -139,6 +155,28 @@ class Backend:
         first_loss = self.state is State.down and self.failures == 1
         delay = 0.0 if first_loss else min(0.5 * 2 ** (self.failures - 1), MAX_BACKOFF)
         self.retry_at = time.monotonic() + delay
+        if self.spec.kind != "stdio" and not self._probing:
+            self._probing = True
+            self._start_task(self._probe)
+
+    async def _probe(self) -> None:
+        """While a remote backend is down or failed: its port is tried every PROBE_INTERVAL, and when
+        it opens again (it was closed at the try before) the backoff is waived and the backend is
+        reconnected at once. A port that stays open (a server that is up but failing) gets no more
+        than the backoff's attempts. Stdio backends have no such probe: restarting a crashing
+        process every second is wasteful, so they are restarted by calls, after the backoff."""
+        address = _address(self.spec.url or "")
+        try:
+            was_open = await _accepts(address)
+            while self.state in (State.down, State.failed):
+                await anyio.sleep(PROBE_INTERVAL)
+                is_open = await _accepts(address)
+                if is_open and (not was_open or time.monotonic() >= self.retry_at):
+                    self.retry_at = 0.0  # calls meanwhile join this attempt rather than being refused
+                    await self.start_connecting().wait()
+                was_open = is_open
+        finally:
+            self._probing = False
 
     async def refresh(self) -> None:
         """Re-lists components after the backend said they changed."""
@@ -181,11 +219,32 @@ class Backend:
         if self.stderr is not None:
             self.stderr.close()
 
-    async def ready_connection(self, wait: float | None = None) -> Connection:
-        """The live session, restarting the backend if it is down and its backoff has passed.
+    def start_connecting(self, *, log_failure: bool = False) -> anyio.Event:
+        """Starts a (re)connect attempt in the pool's task group unless one is running; the event
+        is set when the attempt ends. Every caller waiting for the backend waits for that one
+        attempt, and none cuts it short."""
+        if self._restarted is None:
+            done = self._restarted = anyio.Event()
 
-        A restart runs in the pool's task group; the caller waits for it at most `wait` seconds (its
-        own timeout), so a slow start neither breaks the caller's bound nor is cut short by it.
+            async def attempt() -> None:
+                try:
+                    await self.connect()
+                except BackendUnavailable as exc:  # recorded in last_error; the waiting callers report it
+                    if log_failure and self.state is not State.stopped:  # a removal is no failure
+                        logger.warning("%s", exc)
+                finally:
+                    self._restarted = None
+                    done.set()
+
+            self._start_task(attempt)
+        return self._restarted
+
+    async def ready_connection(self, wait: float | None = None) -> Connection:
+        """The live session, waiting for a backend that is still connecting, and restarting one that
+        is down once its backoff has passed.
+
+        A (re)connect runs in the pool's task group; the caller waits for it at most `wait` seconds
+        (its own timeout), so a slow start neither breaks the caller's bound nor is cut short by it.
         """
         if self.refresh_state() is State.ready and self._connection is not None:
             return self._connection
@@ -194,26 +253,15 @@ class Backend:
         if self.state is not State.connecting:
             remaining = self.retry_at - time.monotonic()
             if remaining > 0:
+                probed = (f" (sooner if it comes back: its port is tried every {PROBE_INTERVAL:g}s)"
+                          if self.spec.kind != "stdio" else "")
                 raise BackendUnavailable(
                     f"server '{self.name}' is {self.state.value}: {self.last_error}. "
-                    f"Next reconnect attempt in {remaining:.1f}s; other servers are unaffected.")
-        if self._restarted is None:
-            done = self._restarted = anyio.Event()
-
-            async def restart() -> None:
-                try:
-                    await self.connect()
-                except BackendUnavailable:
-                    pass  # recorded in last_error; the waiting callers report it
-                finally:
-                    self._restarted = None
-                    done.set()
-
-            self._start_task(restart)
-        restarted = self._restarted
+                    f"Next reconnect attempt in {remaining:.1f}s{probed}; other servers are unaffected.")
+        attempt = self.start_connecting()
         bound = wait if wait is not None else self.connect_timeout
         with anyio.move_on_after(bound):
-            await restarted.wait()
+            await attempt.wait()
         if self.state is State.ready and self._connection is not None:
             return self._connection
         if self.state is State.connecting:
@@ -275,3 +323,19 @@ class Backend:
                 self._record_failure(f"connection lost ({describe_exception(exc)})")
             await self._drop_connection()
         self._on_change(self)
+
+def _address(url: str) -> tuple[str, int]:
+    """(host, port) of a remote backend's URL, the scheme's port when it names none."""
+    parts = urlsplit(url)
+    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+
+
+async def _accepts(address: tuple[str, int]) -> bool:
+    """Whether something accepts TCP connections there: connected and closed, nothing sent."""
+    try:
+        with anyio.fail_after(PROBE_INTERVAL):
+            stream = await anyio.connect_tcp(*address)
+    except (OSError, TimeoutError):
+        return False
+    await stream.aclose()
+    return True

@@ -1,4 +1,4 @@
-"""The set of backends: concurrent start, the one request entry, and the index of re-exported names."""
+"""The set of backends: start in the background, the one request entry, and the index of re-exported names."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import anyio
 
-from gateway.backends.backend import Backend
-from gateway.backends.errors import BackendUnavailable, RegistrationError, UnknownServer
+from gateway.backends.backend import Backend, State
+from gateway.backends.errors import BackendError, BackendUnavailable, RegistrationError, UnknownServer
 from gateway.backends.invocation import Interceptor, Invocation, Result, chain
 from gateway.backends.process import Started
 from gateway.config import GatewaySettings, ServerSpec
@@ -80,17 +80,7 @@ class BackendPool:
         nothing is ever half-registered; otherwise (config or state file) it stays, shown as failed.
         `runtime` marks backends that belong in the state file.
         """
-        problem = check_server_name(name, self.settings.separator)
-        if problem:
-            raise RegistrationError(f"server name '{name}' {problem}")
-        if name in self._backends:
-            raise RegistrationError(f"a server named '{name}' already exists; remove it first or "
-                                    f"choose another name")
-        backend = Backend(name, spec, call_timeout=self.settings.call_timeout,
-                          connect_timeout=self.settings.connect_timeout,
-                          on_change=self._changed, start_task=self._start_task, runtime=runtime,
-                          started=None if runtime else self._started.pop(name, None))
-        self._backends[name] = backend  # claims the name at once; visible as "connecting"
+        backend = self._claim(name, spec, runtime=runtime)
         try:
             await backend.connect()
         except BackendUnavailable as exc:
@@ -103,14 +93,60 @@ class BackendPool:
             raise
         return backend
 
+    def _claim(self, name: str, spec: ServerSpec, *, runtime: bool) -> Backend:
+        """A new backend under `name`, listed (as connecting) from now on; not yet connected."""
+        problem = check_server_name(name, self.settings.separator)
+        if problem:
+            raise RegistrationError(f"server name '{name}' {problem}")
+        if name in self._backends:
+            raise RegistrationError(f"a server named '{name}' already exists; remove it first or "
+                                    f"choose another name")
+        backend = Backend(name, spec, call_timeout=self.settings.call_timeout,
+                          connect_timeout=self.settings.connect_timeout,
+                          on_change=self._changed, start_task=self._start_task, runtime=runtime,
+                          started=None if runtime else self._started.pop(name, None))
+        self._backends[name] = backend  # claims the name at once; visible as "connecting"
+        return backend
+
+    def start_soon(self, specs: Mapping[str, ServerSpec], runtime: Mapping[str, ServerSpec] = {}
+                   ) -> list[anyio.Event]:
+        """Starts every enabled backend in the background and returns at once, so that the gateway
+        serves while they start and a backend that never gets ready holds up nobody. Each is listed
+        (as connecting) from now on; a call to one waits for it within the call's timeout, and its
+        tools appear when it is ready. The events are set as the backends' first attempts end."""
+        attempts: list[anyio.Event] = []
+        entries = [*((n, s, False) for n, s in specs.items() if s.active),
+                   *((n, s, True) for n, s in runtime.items())]
+        for name, spec, is_runtime in entries:
+            try:
+                backend = self._claim(name, spec, runtime=is_runtime)
+            except RegistrationError as exc:
+                logger.error("%s", exc)
+                continue
+            attempts.append(backend.start_connecting(log_failure=True))
+        return attempts
+
     async def start_all(self, specs: Mapping[str, ServerSpec], runtime: Mapping[str, ServerSpec] = {}) -> None:
-        """Starts every enabled backend at once; a failing one never holds up the others."""
-        async with anyio.create_task_group() as tg:
-            for name, spec in specs.items():
-                if spec.active:
-                    tg.start_soon(lambda n=name, s=spec: self.add(n, s, must_connect=False))
-            for name, spec in runtime.items():
-                tg.start_soon(lambda n=name, s=spec: self.add(n, s, must_connect=False, runtime=True))
+        """`start_soon`, then waits until every backend is ready or has failed (for `gateway validate`,
+        which checks pipelines against what the backends offer)."""
+        for attempt in self.start_soon(specs, runtime):
+            await attempt.wait()
+
+    async def wait_for_exporter(self, exported: str) -> bool:
+        """For a `<server><sep><name>` tool or prompt name that is not (yet) exported: waits, within
+        its call timeout, for each backend still connecting whose name that could be (the name is
+        only matched by its prefix; the index decides what it means). False when there is none."""
+        if exported in self.reserved_names:  # the gateway's own tools, whatever a server is called
+            return False
+        prefix_of = exported.startswith
+        starting = [b for b in self._backends.values()
+                    if b.state is State.connecting and prefix_of(b.name + self.settings.separator)]
+        for backend in starting:
+            try:
+                await backend.ready_connection(backend.call_timeout)
+            except BackendError:
+                pass  # still unknown: the caller answers as for any unknown name
+        return bool(starting)
 
     def runtime_specs(self) -> dict[str, ServerSpec]:
         return {name: b.spec for name, b in self._backends.items() if b.runtime}

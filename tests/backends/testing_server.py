@@ -8,6 +8,8 @@ TEST_BACKEND_CRASH_ON_START=1 makes it exit with status 3 before serving, and
 TEST_BACKEND_CRASH_ON_START_IF=PATH does so when PATH exists (a backend that starts once, then
 fails on its restarts);
 TEST_BACKEND_START_DELAY=SECONDS delays serving;
+TEST_BACKEND_START_GATE=PATH holds serving, after the imports, until PATH exists (a start that
+the test ends when it likes, and that then takes a moment whatever the machine's load);
 TEST_BACKEND_CANCEL_LOG=FILE records cancelled slow/hang calls, one line each.
 """
 
@@ -341,6 +343,9 @@ def greet(name: str) -> str:
 
 
 def main(argv: list[str]) -> None:
+    gate = os.environ.get("TEST_BACKEND_START_GATE")
+    while gate and not os.path.exists(gate):
+        time.sleep(0.02)
     mode = argv[0] if argv else "stdio"
     if mode == "stdio" and (len(argv) <= 1 or argv[1] == "--"):  # what follows "--" is only shown by workdir
         mcp.run(show_banner=False)
