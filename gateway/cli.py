@@ -19,6 +19,7 @@ os.environ.setdefault("FASTMCP_LOG_LEVEL", "CRITICAL")
 import anyio
 import typer
 
+from gateway.backends import leftovers
 from gateway.backends.process import Started, kill_unused, start_ahead
 from gateway.config import ConfigError, GatewayConfig, load_config
 
@@ -140,6 +141,7 @@ def serve(
             "any command may be registered at runtime (--allow-any-command): clients can run anything")
     # The configured stdio backends start now, before the MCP stack is imported: their start-up,
     # usually the longest part of the gateway's, overlaps ours.
+    leftovers.begin(config.state_path())
     started = start_ahead(config.mcpServers)
     try:
         anyio.run(_serve, config, _pipelines_dir(pipelines, auto_register), transport, host, port, path,
@@ -158,6 +160,7 @@ def serve(
         _fail("cannot serve: the HTTP server did not start; its reason is logged above", 1)
     finally:
         kill_unused(started)
+        leftovers.end()
 
 
 def _unbindable(host: str, port: int) -> str | None:

@@ -29,7 +29,8 @@ class LineReader:
     the pipe is never reported twice for the same bytes, and stays registered while messages
     are consumed. It is set aside only when a whole message is waiting that nobody has asked
     for yet, and a reader waiting inside a long message is woken once its line is complete. A
-    message longer than `MAX_LINE` is skipped and reported to the session as an error.
+    message longer than `MAX_LINE` is skipped and reported to the session as an error, and so are
+    lines that are no JSON-RPC messages, each run of them that has arrived as one `UnreadableLines`.
     """
 
     def __init__(self, fd: int) -> None:
@@ -41,8 +42,12 @@ class LineReader:
         self._closed = False
         self._registered = False
         self._waiter: asyncio.Future[None] | None = None
+        self._pending: SessionMessage | None = None  # a message that ended a run of unreadable lines
 
     async def receive(self) -> SessionMessage | Exception:
+        if self._pending is not None:
+            message, self._pending = self._pending, None
+            return message
         while True:
             end = self._buffer.find(b"\n", self._scanned)
             if end >= 0:
@@ -53,7 +58,8 @@ class LineReader:
                     self._skipping = False
                     return ValueError(f"dropped a message of more than {MAX_LINE:,} bytes")
                 if line.strip():
-                    return _parse(line)
+                    message = _parse(line)
+                    return self._unreadable(message) if isinstance(message, Exception) else message
                 continue
             self._scanned = len(self._buffer)
             if self._scanned > MAX_LINE:
@@ -63,6 +69,26 @@ class LineReader:
             if self._eof or self._closed:
                 raise anyio.EndOfStream
             await self._more()
+
+    def _unreadable(self, first: Exception) -> UnreadableLines:
+        """`first` and the unreadable lines after it that have arrived already, as one report: a
+        peer writing junk costs the session (which spawns a task per report) one report per read,
+        not one per line. A message that ends the run is kept for the next `receive`."""
+        count, begin, buffer = 1, 0, self._buffer
+        while (end := buffer.find(b"\n", begin)) >= 0:
+            line = bytes(buffer[begin:end])
+            begin = end + 1
+            if line[:1] != b"{" and (line := line.strip())[:1] != b"{":
+                count += bool(line)  # a blank line is no junk
+                continue
+            message = _parse(line)
+            if not isinstance(message, Exception):
+                self._pending = message
+                break
+            count += 1
+        del buffer[:begin]
+        self._scanned = 0
+        return UnreadableLines(count, first)
 
     async def _more(self) -> None:
         loop = asyncio.get_running_loop()
@@ -199,7 +225,18 @@ class LineWriter:
         await self.aclose()
 
 
+class UnreadableLines(ValueError):
+    """`count` lines from the peer that are no JSON-RPC messages, reported together; the first
+    of them gave `first`."""
+
+    def __init__(self, count: int, first: Exception) -> None:
+        super().__init__(str(first) if count == 1 else f"{count} unreadable lines, the first: {first}")
+        self.count, self.first = count, first
+
+
 def _parse(line: bytes) -> SessionMessage | Exception:
+    if line.lstrip()[:1] != b"{":  # every JSON-RPC message is an object: no need to ask the parser
+        return ValueError(f"not a JSON-RPC message: {line[:100]!r}")
     try:
         return SessionMessage(mcp_types.jsonrpc_message_adapter.validate_json(line, by_name=False))
     except ValueError as exc:  # handed to the session, which reports it, as mcp's stdio client does

@@ -19,12 +19,15 @@ from gateway.backends.catalog import Catalog, list_catalog
 from gateway.backends.connection import Connection, client_for
 from gateway.backends.errors import (BackendError, BackendRejected, BackendUnavailable, CallTimeout, GatewayBug,
                                      describe_exception)
+from gateway.backends.family import stop_family
 from gateway.backends.in_flight import InFlight
 from gateway.backends.invocation import Invocation, Result
 from gateway.backends.process import StderrTail, Started
 from gateway.backends.stdio_link import StdioLink
 from gateway.backends.transports import make_transport
 from gateway.config import ServerSpec
+from gateway.line_streams import UnreadableLines
+from gateway.log_limit import LimitedLog
 
 logger = logging.getLogger("gateway.backends")
 
@@ -64,6 +67,7 @@ class Backend:
         self.last_error: str | None = None
         self.catalog = Catalog(name)
         self.in_flight = InFlight(name)
+        self._unreadable = LimitedLog(logger, f"unreadable lines from server '{name}'")
         self.failures = 0
         self.retry_at = 0.0
         self.ever_ready = False
@@ -72,6 +76,7 @@ class Backend:
         self._connection: Connection | None = None
         self._transport: Transport | None = None
         self._lock = anyio.Lock()
+        self._attempt = anyio.CancelScope()  # the running connect attempt's; removal cancels it
         self._restarted: anyio.Event | None = None  # set when the running (re)connect attempt ends
         self._probing = False  # a remote backend's probe task is running
         self._ahead = started.process if started else None  # a process started ahead, for the first session
@@ -85,8 +90,10 @@ class Backend:
         async def on_message(message: Any) -> None:
             if isinstance(message, _LIST_CHANGED):
                 self._start_task(self.refresh)
-            elif isinstance(message, Exception):  # a line that is not a JSON-RPC message, say
-                logger.warning("server '%s' sent something unreadable: %s", self.name, str(message)[:300])
+            elif isinstance(message, Exception):  # lines that are no JSON-RPC messages, say
+                count, first = (message.count, message.first) if isinstance(message, UnreadableLines) else (1, message)
+                self._unreadable.warning(count, "server '%s' sent %d unreadable line%s: %s", self.name, count,
+                                         "" if count == 1 else "s, the first", str(first)[:300])
 
         process, self._ahead = self._ahead, None
         self._transport = make_transport(self.spec, self.stderr, process)
@@ -112,8 +119,9 @@ class Backend:
             if self.stderr is not None:
                 self.stderr.clear()  # quote only this attempt's output if it fails
             connection = self._new_connection()
+            self._attempt = anyio.CancelScope()
             try:
-                with anyio.fail_after(self.connect_timeout):
+                with self._attempt, anyio.fail_after(self.connect_timeout):
                     await connection.open()
                     catalog = await list_catalog(self.name, connection.session)
             except Exception as exc:  # whatever a failing server or transport raises: the start failed
@@ -215,9 +223,17 @@ class Backend:
 
     async def aclose(self) -> None:
         self.state = State.stopped
-        await self._drop_connection()
+        # A connect attempt in progress ends now, and closes what it started before it lets go of
+        # the lock: removal returns once the backend's processes are stopped.
+        self._attempt.cancel()
+        async with self._lock:
+            await self._drop_connection()
+        process, self._ahead = self._ahead, None
+        if process is not None:  # started ahead for a session that never began
+            await stop_family(process)
         if self.stderr is not None:
             self.stderr.close()
+        self._unreadable.flush()
 
     def start_connecting(self, *, log_failure: bool = False) -> anyio.Event:
         """Starts a (re)connect attempt in the pool's task group unless one is running; the event
@@ -323,6 +339,7 @@ class Backend:
                 self._record_failure(f"connection lost ({describe_exception(exc)})")
             await self._drop_connection()
         self._on_change(self)
+
 
 def _address(url: str) -> tuple[str, int]:
     """(host, port) of a remote backend's URL, the scheme's port when it names none."""

@@ -11,6 +11,7 @@ import anyio
 
 from gateway.backends.backend import Backend, State
 from gateway.backends.errors import BackendError, BackendUnavailable, RegistrationError, UnknownServer
+from gateway.backends.family import keep_reaping
 from gateway.backends.invocation import Interceptor, Invocation, Result, chain
 from gateway.backends.process import Started
 from gateway.config import GatewaySettings, ServerSpec
@@ -41,6 +42,7 @@ class BackendPool:
 
     async def __aenter__(self) -> BackendPool:
         self._tg = await self._stack.enter_async_context(anyio.create_task_group())
+        self._tg.start_soon(keep_reaping)  # orphans of the backends' children, when we adopt them
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:

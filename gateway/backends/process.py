@@ -1,4 +1,4 @@
-"""Backend processes: starting one, keeping the tail of its stderr, stopping its process group.
+"""Backend processes: starting one, keeping the tail of its stderr (stopping one: `family`).
 
 Light on imports on purpose: the CLI starts the configured stdio backends with it before loading
 the MCP stack, so their start-up overlaps the gateway's own.
@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 from dataclasses import dataclass
 from typing import TextIO
 
 import anyio
 
+from gateway.backends import family
 from gateway.config import ServerSpec
 
 logger = logging.getLogger("gateway.backends")
@@ -67,18 +67,23 @@ class StderrTail:
         return "\n".join(text.splitlines()[-lines:])
 
     def close(self) -> None:
+        if self.file.closed:  # closed already: the descriptor's number may belong to another file by now
+            return
         anyio.notify_closing(self._read_fd)
         os.close(self._read_fd)
         self.file.close()
 
 
 def start_process(spec: ServerSpec, stderr: StderrTail) -> subprocess.Popen[bytes]:
-    """Starts a stdio backend in a session (and process group) of its own, pipes non-blocking."""
+    """Starts a stdio backend in a session (and process group) of its own, pipes non-blocking, its
+    family's token in its environment (see `gateway.backends.family`)."""
     assert spec.command is not None
     env = {k: v for k in INHERITED_ENV if (v := os.environ.get(k)) is not None and not v.startswith("()")}
+    token = family.new_token()
     process = subprocess.Popen([spec.command, *spec.args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=stderr.file, env=env | spec.env, cwd=spec.cwd, start_new_session=True,
-                               bufsize=0)
+                               stderr=stderr.file, env=env | spec.env | {family.MARKER: token}, cwd=spec.cwd,
+                               start_new_session=True, bufsize=0)
+    family.adopt(process, token)
     assert process.stdin is not None and process.stdout is not None
     os.set_blocking(process.stdin.fileno(), False)
     os.set_blocking(process.stdout.fileno(), False)
@@ -109,32 +114,5 @@ def start_ahead(specs: dict[str, ServerSpec]) -> dict[str, Started]:
 
 def kill_unused(started: dict[str, Started]) -> None:
     """Stops processes started ahead that no session took over (the gateway failed to start)."""
-    for entry in started.values():
-        if entry.process is not None and entry.process.poll() is None:
-            try:
-                os.killpg(entry.process.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            entry.process.wait()
-
-
-async def stop_process_group(process: subprocess.Popen[bytes], grace: float = 0.5,
-                             patience: float = 1.0) -> None:
-    """Waits `grace` seconds for the backend's process group to end by itself, then SIGTERMs it
-    and after `patience` more seconds SIGKILLs it. The leader usually obeys the end of its input
-    within the grace; its children, which never see that, are what the signals are for."""
-    for sig, wait in ((None, grace), (signal.SIGTERM, patience), (signal.SIGKILL, patience)):
-        if sig is not None:
-            try:
-                os.killpg(process.pid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
-        with anyio.move_on_after(wait):
-            while True:
-                process.poll()  # reap the leader, or it stays in the group as a zombie
-                try:
-                    os.killpg(process.pid, 0)
-                except (ProcessLookupError, PermissionError):
-                    return
-                await anyio.sleep(0.02)
-    logger.warning("backend process group %d survived SIGKILL", process.pid)
+    unused = {entry.process.pid for entry in started.values() if entry.process is not None}
+    family.kill_now(f for f in family.running() if f.leader in unused)

@@ -2,7 +2,7 @@
 
 The session reads lines straight from the process's stdout and writes straight to its stdin (see
 `gateway.line_streams`). Owning the process also gives us its pid: closing stops the backend's whole
-process group, children included.
+family, children included (see `gateway.backends.family`).
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ import subprocess
 
 import anyio
 
-from gateway.backends.process import StderrTail, start_process, stop_process_group
+from gateway.backends.family import stop_family
+from gateway.backends.process import StderrTail, start_process
 from gateway.config import ServerSpec
 from gateway.line_streams import LineReader, LineWriter
 
 
 class StdioLink:
-    """A stdio backend as an mcp client transport: one process, stopped with its group on exit."""
+    """A stdio backend as an mcp client transport: one process, stopped with its family on exit."""
 
     def __init__(self, spec: ServerSpec, stderr: StderrTail,
                  process: subprocess.Popen[bytes] | None = None) -> None:
@@ -39,8 +40,7 @@ class StdioLink:
         assert process is not None and process.stdin is not None and process.stdout is not None
         # The session has closed its streams, which took the pipes off the event loop.
         with anyio.CancelScope(shield=True):
-            process.stdin.close()  # end of input: a well-behaved server exits on it
-            await stop_process_group(process)
+            await stop_family(process)  # ends its input first: a well-behaved server exits on it
             process.stdout.close()
 
     def __repr__(self) -> str:

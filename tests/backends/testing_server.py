@@ -156,11 +156,19 @@ def flood(kb: int) -> str:
     return f"wrote {kb} KB to stderr"
 
 
+def _wire() -> int:
+    """The MCP channel's descriptor. mcp's stdio server moves the channel off fd 1 and points fd 1
+    at stderr, so that stray prints cannot corrupt it; these tools mean to."""
+    from mcp.server import stdio
+
+    claim = stdio._claims.get(1)
+    return claim.private_fd if claim is not None and claim.private_fd is not None else 1
+
+
 @mcp.tool
 def garbage() -> str:
     """Write a line that is not JSON-RPC to stdout (the MCP channel), then answer."""
-    sys.stdout.write("this is not json-rpc\n")
-    sys.stdout.flush()
+    os.write(_wire(), b"this is not json-rpc\n")
     return "wrote garbage"
 
 
@@ -274,12 +282,35 @@ def pid() -> int:
     return os.getpid()
 
 
+# Run by an intermediate process that exits at once: the sleeper it leaves is orphaned, in a session
+# of its own, the way a daemon leaves whoever started it.
+_DAEMONIZE = ("import subprocess, sys\n"
+              "print(subprocess.Popen(['sleep', sys.argv[1]], start_new_session=True, stdin=subprocess.DEVNULL,\n"
+              "                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).pid)")
+
+
 @mcp.tool
-def spawn_child(seconds: float = 60) -> int:
-    """Start a `sleep` grandchild process and return its pid."""
-    child = subprocess.Popen(["sleep", str(seconds)])
+def spawn_child(seconds: float = 60, new_session: bool = False, orphaned: bool = False) -> int:
+    """Start a `sleep` grandchild process and return its pid. `new_session`: it calls setsid(), leaving
+    the backend's session and process group; `orphaned`: also its parent exits at once, as a daemon's does."""
+    if orphaned:
+        starter = subprocess.run([sys.executable, "-c", _DAEMONIZE, str(seconds)], capture_output=True, check=True)
+        return int(starter.stdout)
+    child = subprocess.Popen(["sleep", str(seconds)], start_new_session=new_session)
     _children.append(child)
     return child.pid
+
+
+@mcp.tool
+async def junk(kb: int = 2048, seconds: float = 2.0) -> str:
+    """Write `kb` kilobytes of `x` lines (not JSON-RPC) to stdout, the MCP channel, spread over `seconds`."""
+    piece = b"x\n" * 2048  # 4 KB: one pipe write, never split by the server's own messages
+    pieces = kb // 4
+    for i in range(pieces):
+        os.write(_wire(), piece)
+        if i % 16 == 15:
+            await asyncio.sleep(seconds * 16 / pieces)
+    return f"wrote {pieces * 4} KB of junk"
 
 
 @mcp.tool
