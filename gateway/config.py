@@ -125,8 +125,11 @@ class PipelineLimits(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_foreach_items: int = Field(1000, gt=0, description="items one foreach step may iterate over")
-    max_render_bytes: int = Field(1024 * 1024, gt=0, description="largest value one template may produce")
-    max_output_bytes: int = Field(4 * 1024 * 1024, gt=0, description="largest pipeline answer")
+    max_render_bytes: int = Field(1024 * 1024, gt=0, description=(
+        "largest value one template may produce (a render may make 4 times this on the way); also the "
+        "largest custom pipeline definition, or pipeline inputs, a client may send"))
+    max_output_bytes: int = Field(4 * 1024 * 1024, gt=0, description="largest pipeline answer; a run stops "
+                                                                     "once its results pass it")
 
 
 class GatewaySettings(BaseModel):

@@ -20,6 +20,7 @@ from pydantic import Field, PrivateAttr
 from gateway.backends.pool import BackendPool
 from gateway.client_sinks import current_sinks
 from gateway.control import parse_object
+from gateway.pipelines.budget import MAX_DEPTH, nests_deeper, off_loop, size_of
 from gateway.pipelines.engine import run_pipeline
 from gateway.pipelines.loader import PipelineRegistry, parse_document
 from gateway.pipelines.spec import Pipeline, PipelineError, compile_pipeline
@@ -48,6 +49,13 @@ retry_delay, on_error (fail | continue | {{"fallback": value}}). Templates are J
 over inputs and steps.<id>.result/.status/.error."""
 
 
+def _finish(report: dict[str, Any], redact: Redactor) -> tuple[dict[str, Any], str]:
+    # The report is the gateway's own answer: errors anywhere in it (the pipeline's, a step's, a
+    # foreach item's, or one a template put into the output) may quote a backend's stderr.
+    report = redact.value(report)
+    return report, json.dumps(report, default=str)
+
+
 async def _run(pipeline: Pipeline, inputs: dict[str, Any], pool: BackendPool, redact: Redactor) -> ToolResult:
     sinks = current_sinks()
     progress, log, caller = (sinks.progress, sinks.log, sinks.caller) if sinks else (None, None, None)
@@ -55,11 +63,33 @@ async def _run(pipeline: Pipeline, inputs: dict[str, Any], pool: BackendPool, re
         report = await run_pipeline(pipeline, inputs, pool, progress, log, caller)
     except PipelineError as exc:
         raise ToolError(redact(str(exc))) from None
-    # The report is the gateway's own answer: errors anywhere in it (the pipeline's, a step's, a
-    # foreach item's, or one a template put into the output) may quote a backend's stderr.
-    report = redact.value(report)
-    return ToolResult(content=[mcp_types.TextContent(type="text", text=json.dumps(report, default=str))],
+    report, text = await off_loop(_finish, report, redact)  # up to max_output_bytes of walking
+    return ToolResult(content=[mcp_types.TextContent(type="text", text=text)],
                       structured_content=report, is_error=report["status"] == "failed")
+
+
+def _compile_custom(pipeline: dict[str, Any] | str, max_bytes: int) -> Pipeline:
+    """A client's pipeline definition, parsed and compiled (in a worker thread: this is the costly part)."""
+    where = "custom pipeline"
+    too_big = (f"{where}: the definition is more than {max_bytes} bytes; "
+               f"the limit is gateway.pipelines.max_render_bytes")
+    if isinstance(pipeline, str):
+        if len(pipeline) > max_bytes:
+            raise PipelineError(too_big)
+        try:
+            raw = parse_document(pipeline, where)
+        except RecursionError:
+            raise PipelineError(f"{where}: nests deeper than {MAX_DEPTH} levels") from None
+    else:
+        raw = pipeline
+    # YAML aliases can make a small text into a huge tree: measured as the tree it is
+    if size_of(raw, max_bytes) > max_bytes:
+        raise PipelineError(too_big)
+    if nests_deeper(raw, MAX_DEPTH):
+        raise PipelineError(f"{where}: nests deeper than {MAX_DEPTH} levels")
+    if isinstance(raw, dict):
+        raw = {"name": "custom", **raw}
+    return compile_pipeline(raw, where)
 
 
 class PipelineTool(Tool):
@@ -88,15 +118,15 @@ def _route_tool(registry: PipelineRegistry, pool: BackendPool, redact: Redactor)
             description="With scenario='custom': the pipeline definition")] = None,
     ) -> ToolResult:
         registry.refresh()
+        max_bytes = pool.settings.pipelines.max_render_bytes
+        if isinstance(inputs, str) and len(inputs) > max_bytes:
+            raise ToolError(f"inputs are more than {max_bytes} bytes; the limit is gateway.pipelines.max_render_bytes")
         values = parse_object(inputs, "inputs")
         if scenario == "custom":
             if pipeline is None:
                 raise ToolError("scenario 'custom' needs the pipeline definition in 'pipeline'")
             try:
-                raw = parse_document(pipeline, "custom pipeline") if isinstance(pipeline, str) else pipeline
-                if isinstance(raw, dict):
-                    raw = {"name": "custom", **raw}
-                chosen = compile_pipeline(raw, "custom pipeline")
+                chosen = await off_loop(_compile_custom, pipeline, max_bytes)
             except PipelineError as exc:
                 raise ToolError(str(exc)) from None
         else:

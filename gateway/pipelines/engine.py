@@ -13,8 +13,10 @@ import anyio
 from gateway.backends.errors import BackendError
 from gateway.backends.invocation import Invocation, LogSink, Road
 from gateway.backends.pool import BackendPool
+from gateway.config import PipelineLimits
+from gateway.pipelines.budget import MAX_DEPTH, Budget, nests_deeper, off_loop, size_of
 from gateway.pipelines.spec import Fallback, Pipeline, PipelineError, Step
-from gateway.pipelines.templates import TemplateProblem
+from gateway.pipelines.templates import Compiled, TemplateProblem
 
 StepProgress = Callable[[int, int, str], Awaitable[None]]
 
@@ -53,9 +55,15 @@ class StepRun:
         return out
 
 
-def check_inputs(pipeline: Pipeline, inputs: dict[str, Any]) -> dict[str, Any]:
+def check_inputs(pipeline: Pipeline, inputs: dict[str, Any], max_bytes: int | None = None) -> dict[str, Any]:
     """Validates inputs against the pipeline's declared inputs and fills in defaults."""
     import jsonschema  # on first use: the gateway's start does without it
+
+    if max_bytes is not None and size_of(inputs, max_bytes) > max_bytes:
+        raise PipelineError(f"pipeline '{pipeline.name}': the inputs are more than {max_bytes} bytes; "
+                            f"the limit is gateway.pipelines.max_render_bytes")
+    if nests_deeper(inputs, MAX_DEPTH):
+        raise PipelineError(f"pipeline '{pipeline.name}': the inputs nest deeper than {MAX_DEPTH} levels")
 
     schema = pipeline.input_schema()
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(inputs), key=lambda e: list(e.path))
@@ -90,9 +98,21 @@ def result_value(result: dict[str, Any], output_schema: dict[str, Any] | None) -
         return text
 
 
+def _kept(result: dict[str, Any], output_schema: dict[str, Any] | None, limit: int) -> tuple[Any, int]:
+    """A result as data, and its size. Text too big for the answer is not parsed: parsing megabytes
+    of JSON is one C call that holds the GIL, and the run is about to stop anyway."""
+    if not isinstance(result.get("structuredContent"), dict):
+        text = result_text(result)
+        if len(text) > limit:
+            return text, len(text)
+    value = result_value(result, output_schema)
+    return value, size_of(value, limit)
+
+
 class PipelineRun:
     def __init__(self, pipeline: Pipeline, inputs: dict[str, Any], pool: BackendPool,
-                 progress: StepProgress | None, log: LogSink | None, caller: str | None) -> None:
+                 progress: StepProgress | None, log: LogSink | None, caller: str | None,
+                 limits: PipelineLimits) -> None:
         self.pipeline = pipeline
         self.inputs = inputs
         self.pool = pool
@@ -102,27 +122,58 @@ class PipelineRun:
         self.runs = {step_id: StepRun() for step_id in pipeline.steps}
         self.finished = 0
         self.failure: str | None = None
+        self.limits = limits
+        self.budget = Budget(limits)
+        self.kept = 0  # bytes of results and errors held for the answer so far
+        self.too_big = False
+        self.scope: anyio.CancelScope | None = None
 
     def context(self, **extra: Any) -> dict[str, Any]:
         return {"inputs": self.inputs, "steps": {i: r.view() for i, r in self.runs.items()}, **extra}
 
+    async def render(self, compiled: Compiled, context: dict[str, Any]) -> Any:
+        """Renders off the event loop, within the run's budget: its deadline is the pipeline's."""
+        if not compiled.dynamic:
+            return compiled.fn(context)
+        return await off_loop(compiled.render, context, self.budget)
+
+    def keep(self, size: int) -> None:
+        """Counts bytes the answer will hold. Past max_output_bytes the answer could never be sent,
+        so the run stops, whatever on_error says, instead of holding more (a foreach of big results
+        would fill the memory)."""
+        self.kept += size
+        if self.kept > self.limits.max_output_bytes and not self.too_big:
+            self.too_big = True
+            self.failure = self.too_big_message()
+            if self.scope is not None:
+                self.scope.cancel()
+
+    def too_big_message(self) -> str:
+        return (f"the pipeline's answer would be more than {self.limits.max_output_bytes} bytes; "
+                f"the limit is gateway.pipelines.max_output_bytes")
+
     async def execute(self) -> dict[str, Any]:
         started = time.perf_counter()
         timeout = self.pipeline.spec.timeout
-        with anyio.move_on_after(timeout) as deadline:
-            async with anyio.create_task_group() as tg:
-                for step in self.pipeline.steps.values():
-                    tg.start_soon(self.run_step, step, tg.cancel_scope)
-        if deadline.cancelled_caught:
-            self.failure = f"pipeline timed out after {timeout:g}s"
-        for run in self.runs.values():
-            if run.status == "pending":
-                run.status = "cancelled" if run.started is not None else "not run"
-                if run.started is not None:
-                    run.duration = time.perf_counter() - run.started
-        return self.report(time.perf_counter() - started)
+        self.budget.deadline = time.monotonic() + timeout
+        try:
+            with anyio.move_on_after(timeout) as deadline:
+                async with anyio.create_task_group() as tg:
+                    self.scope = tg.cancel_scope
+                    for step in self.pipeline.steps.values():
+                        tg.start_soon(self.run_step, step, tg.cancel_scope)
+            if deadline.cancelled_caught:
+                self.failure = f"pipeline timed out after {timeout:g}s"
+            for run in self.runs.values():
+                if run.status == "pending":
+                    run.status = "cancelled" if run.started is not None else "not run"
+                    if run.started is not None:
+                        run.duration = time.perf_counter() - run.started
+            return await self.report(time.perf_counter() - started)
+        finally:
+            self.budget.stop()  # renders left behind by a cancelled step stop at their next check
 
-    def report(self, duration: float) -> dict[str, Any]:
+    async def report(self, duration: float) -> dict[str, Any]:
         statuses = {run.status for run in self.runs.values()}
         status = "failed" if self.failure else ("partial" if statuses & {"failed", "fallback"} else "ok")
         out: dict[str, Any] = {"pipeline": self.pipeline.name, "status": status,
@@ -132,10 +183,16 @@ class PipelineRun:
         out["steps"] = {step_id: self.runs[step_id].report() for step_id in self.pipeline.order}
         if self.pipeline.output is not None and not self.failure:
             try:
-                out["output"] = self.pipeline.output.render(self.context())
+                out["output"] = await self.render(self.pipeline.output, self.context())
             except TemplateProblem as exc:
                 out["status"] = "partial"
                 out["output_error"] = str(exc)
+        limit = self.limits.max_output_bytes
+        if self.too_big or await off_loop(size_of, out, limit) > limit:
+            # what the client still learns: which steps ran and how they ended
+            out = {"pipeline": out["pipeline"], "status": "failed", "duration_ms": out["duration_ms"],
+                   "error": self.too_big_message(),
+                   "steps": {i: {"status": self.runs[i].status} for i in self.pipeline.order}}
         return out
 
     async def run_step(self, step: Step, pipeline_scope: anyio.CancelScope) -> None:
@@ -148,7 +205,7 @@ class PipelineRun:
             if blocked:
                 run.status = "skipped"
                 run.error = f"needs '{blocked[0]}', which is {self.runs[blocked[0]].status}"
-            elif not (step.when.render(self.context()) if step.when else step.spec.when is not False):
+            elif not (await self.render(step.when, self.context()) if step.when else step.spec.when is not False):
                 run.status = "skipped"
                 run.error = "condition 'when' is false"
             else:
@@ -167,33 +224,38 @@ class PipelineRun:
 
     def fail_step(self, step: Step, run: StepRun, error: str, pipeline_scope: anyio.CancelScope) -> None:
         run.error = error
+        self.keep(len(error))
         policy = step.spec.on_error
         if isinstance(policy, Fallback):
             run.status, run.result = "fallback", policy.fallback
         else:
             run.status = "failed"
-            if policy == "fail":
+            if policy == "fail" and not self.too_big:
                 self.failure = f"step '{step.id}' failed: {error}"
                 pipeline_scope.cancel()
 
     async def attempt(self, step: Step, run: StepRun) -> None:
         if step.foreach is None:
-            run.result = await self.call_with_retries(step, run, step.args.render(self.context()))
+            run.result = await self.call_with_retries(step, run, await self.render(step.args, self.context()))
             run.status = "ok"
             return
-        items = step.foreach.render(self.context())
+        items = await self.render(step.foreach, self.context())
         if not isinstance(items, list):
             raise StepFailed(f"'foreach' must give a list, got {type(items).__name__}")
+        if len(items) > self.limits.max_foreach_items:
+            raise StepFailed(f"'foreach' gives {len(items)} items; the limit is gateway.pipelines.max_foreach_items "
+                             f"({self.limits.max_foreach_items})")
         limiter = anyio.CapacityLimiter(step.spec.concurrency)
         results: list[dict[str, Any]] = [{} for _ in items]
 
         async def one(index: int, item: Any) -> None:
             async with limiter:
                 try:
-                    args = step.args.render(self.context(**{step.spec.as_: item, "index": index}))
+                    args = await self.render(step.args, self.context(**{step.spec.as_: item, "index": index}))
                     results[index] = {"status": "ok", "result": await self.call_with_retries(step, run, args)}
                 except (StepFailed, TemplateProblem) as exc:
                     results[index] = {"status": "failed", "error": str(exc)}
+                    self.keep(len(str(exc)))
 
         async with anyio.create_task_group() as tg:
             for index, item in enumerate(items):
@@ -219,7 +281,10 @@ class PipelineRun:
                     timeout=spec.timeout, caller=self.caller, log=self.log))
                 if not result.get("isError"):
                     schema = self.pool.get(spec.server).catalog.tool(spec.tool).tool.output_schema
-                    return result_value(result, schema)
+                    # off the loop: the result may be megabytes of JSON text to parse and measure
+                    value, size = await off_loop(_kept, result, schema, self.limits.max_output_bytes)
+                    self.keep(size)
+                    return value
                 error = result_text(result) or "the tool reported an error"
             except BackendError as exc:
                 error = str(exc)
@@ -234,5 +299,6 @@ async def run_pipeline(pipeline: Pipeline, inputs: dict[str, Any], pool: Backend
                        caller: str | None = None) -> dict[str, Any]:
     """Checks inputs (raising PipelineError before anything runs), then runs every step; each
     step is a request through the pool's one entry."""
-    checked = check_inputs(pipeline, inputs)
-    return await PipelineRun(pipeline, checked, pool, progress, log, caller).execute()
+    limits = pool.settings.pipelines
+    checked = await off_loop(check_inputs, pipeline, inputs, limits.max_render_bytes)
+    return await PipelineRun(pipeline, checked, pool, progress, log, caller, limits).execute()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gateway.pipelines.budget import Budget, rendering
 from gateway.pipelines.templates import Compiled, TemplateProblem, compile_value
 
 STEP_ID = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -122,6 +124,12 @@ def compile_pipeline(raw: Any, source: str) -> Pipeline:
         spec = PipelineSpec.model_validate(raw)
     except ValidationError as exc:
         raise PipelineError(f"{source}: " + "; ".join(_describe(e) for e in exc.errors())) from None
+    # compiling counts against the pipeline's own timeout, as rendering does
+    with rendering(Budget(deadline=time.monotonic() + spec.timeout)):
+        return _compile(spec, source)
+
+
+def _compile(spec: PipelineSpec, source: str) -> Pipeline:
     problems: list[str] = []
     steps: dict[str, Step] = {}
     for step_id, step in spec.steps.items():
