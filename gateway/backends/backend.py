@@ -282,6 +282,8 @@ class Backend:
             return self._connection
         if self.state is State.connecting:
             raise CallTimeout(f"server '{self.name}' is still starting after {bound:g}s; try again shortly")
+        if self.state is State.stopped:
+            raise BackendUnavailable(f"server '{self.name}' was removed while it was connecting")
         raise BackendUnavailable(f"server '{self.name}' is {self.state.value}: {self.last_error}")
 
     @property
