@@ -150,9 +150,6 @@ class BackendPool:
                 pass  # still unknown: the caller answers as for any unknown name
         return bool(starting)
 
-    def runtime_specs(self) -> dict[str, ServerSpec]:
-        return {name: b.spec for name, b in self._backends.items() if b.runtime}
-
     async def remove(self, name: str) -> None:
         backend = self.get(name)
         await self._discard(name, backend)
