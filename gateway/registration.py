@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import anyio
 from pydantic import ValidationError
 
 from gateway.backends.backend import Backend
@@ -41,8 +42,11 @@ class Registrar:
 
     async def _spec(self, name: str, entry: dict[str, Any]) -> ServerSpec:
         if "template" in entry:
-            spec = self.policy.from_template(str(entry["template"]), dict(entry.get("params") or {}),
-                                             dict(entry.get("env") or {}))
+            # In a worker thread: paths are resolved on the filesystem and values matched against
+            # patterns, neither of which may hold up the event loop.
+            spec = await anyio.to_thread.run_sync(
+                self.policy.from_template, str(entry["template"]), dict(entry.get("params") or {}),
+                dict(entry.get("env") or {}))
         else:
             try:
                 spec = ServerSpec.model_validate(entry.get("server"))

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
+import regex
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.urls import UrlProblem, UrlRule, check_url, parse_rule
@@ -20,6 +21,9 @@ from gateway.urls import UrlProblem, UrlRule, check_url, parse_rule
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_VALUE = 4096  # characters of one parameter or env value
+# A pattern is the operator's, the value a client's: matched with a bound on time (the `regex`
+# library can stop a match, where `re` backtracks as long as a pattern makes it).
+MATCH_TIMEOUT = 0.05
 
 # Programs that fetch and run a package named in their arguments: a template may use them only with
 # the package pinned to a version, so the catalog says exactly what runs.
@@ -30,6 +34,21 @@ _PINNED = {
     "docker": re.compile(r"^[\w./:-]+(@sha256:[0-9a-f]{64}|:(?!latest$)[\w][\w.-]*)$"),
 }
 _PINNED |= {"bunx": _PINNED["npx"], "pnpx": _PINNED["npx"], "pipx": _PINNED["uvx"], "podman": _PINNED["docker"]}
+
+
+def _compiles(pattern: str) -> None:
+    try:
+        regex.compile(pattern)
+    except regex.error as exc:
+        raise ValueError(f"{pattern!r} is not a valid regular expression: {exc}") from None
+
+
+def _matches(pattern: str, value: str) -> bool:
+    try:
+        return regex.fullmatch(pattern, value, timeout=MATCH_TIMEOUT) is not None
+    except TimeoutError:
+        raise ParamProblem(f"checking a value against the pattern {pattern!r} took too long; give a shorter "
+                           f"or simpler value") from None
 
 
 class ParamProblem(ValueError):
@@ -58,7 +77,7 @@ class TemplateParam(BaseModel):
         if needs and not getattr(self, needs):
             raise ValueError(f"a parameter of type {self.type!r} needs '{needs}'")
         if self.pattern is not None:
-            re.compile(self.pattern)
+            _compiles(self.pattern)
         for origin in self.origins or ():
             parse_rule(origin)
         return self
@@ -82,7 +101,7 @@ class TemplateParam(BaseModel):
                 raise ParamProblem(f"parameter '{name}' must be one of {self.values}")
             return value
         if self.type == "string":
-            if not re.fullmatch(self.pattern or "", value):
+            if not _matches(self.pattern or "", value):
                 raise ParamProblem(f"parameter '{name}' must match the pattern {self.pattern!r}")
             if value.startswith("-"):  # whatever the pattern says: it would read as an option
                 raise ParamProblem(f"parameter '{name}' may not start with '-'")
@@ -137,7 +156,7 @@ class ServerTemplate(BaseModel):
         for name, pattern in self.client_env.items():
             if not _ENV_NAME.match(name):
                 raise ValueError(f"client_env name {name!r} is not an environment variable name")
-            re.compile(pattern)
+            _compiles(pattern)
         if self.command:
             self._pinned()
         return self
@@ -172,7 +191,7 @@ class ServerTemplate(BaseModel):
             if pattern is None:
                 raise ParamProblem(f"env {name!r} cannot be set; this template accepts "
                                    f"{sorted(self.client_env) or 'no env'}")
-            if not isinstance(value, str) or len(value) > MAX_VALUE or not re.fullmatch(pattern, value):
+            if not isinstance(value, str) or len(value) > MAX_VALUE or not _matches(pattern, value):
                 raise ParamProblem(f"env {name!r} must match the pattern {pattern!r}")
 
         def fill(text: str) -> str:

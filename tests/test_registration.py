@@ -58,6 +58,8 @@ def attack_config(tmp_path: Path, mark: str, **gateway: Any) -> Path:
                           "db": {"type": "path", "roots": [str(root)]},
                           "mode": {"type": "enum", "values": ["ro", "rw"], "default": "ro"},
                           "n": {"type": "integer", "minimum": 1, "maximum": 5, "default": 1}}},
+        "slow": {"command": PYTHON, "args": [str(TESTING_SERVER), "stdio", "--", "{word}"],
+                 "params": {"word": {"type": "string", "pattern": "(a|aa)+"}}},
     }
     return write_config(tmp_path / "config.json", {}, catalog=catalog, **gateway)
 
@@ -104,6 +106,9 @@ async def test_a_client_cannot_run_code_through_an_interpreter(tmp_path: Path, m
                                                            command="/bin/sh")
         assert "give only params and env" in await refused(client, "py1", template="py", params=good, cwd="/")
         assert "unknown template 'nope'" in await refused(client, "py1", template="nope")
+        # a pattern that backtracks without end is stopped after a bounded time, off the event loop
+        slow = await refused(client, "py1", template="slow", params={"word": "a" * 4000 + "!"})
+        assert "took too long" in slow
         # what the template allows starts, with exactly the command line, env and directory it says
         ok = await client.call_tool("register_server", {"name": "py1", "template": "py", "params": good,
                                                         "env": {"PROBE_NAME": "probe"}})
@@ -132,6 +137,9 @@ async def test_a_client_cannot_run_code_through_an_interpreter(tmp_path: Path, m
     ({"command": "x", "args": ["{a}"], "params": {"a": {"type": "string"}}}, "needs 'pattern'"),
     ({"command": "x", "args": ["{a}"], "params": {"a": {"type": "path"}}}, "needs 'roots'"),
     ({"url": "{a}", "params": {"a": {"type": "string", "pattern": ".*"}}}, "of type url"),
+    ({"command": "x", "args": ["{a}"], "params": {"a": {"type": "string", "pattern": "(unclosed"}}},
+     "not a valid regular expression"),
+    ({"command": "x", "client_env": {"A": "[z-a]"}}, "not a valid regular expression"),
 ])
 def test_the_catalog_is_checked_when_the_config_loads(template: dict, problem: str) -> None:
     with pytest.raises(ConfigError) as caught:
