@@ -51,7 +51,7 @@ class ServerSpec(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
     bearer_token: str | None = Field(None, description="sent as 'Authorization: Bearer <token>'")
     api_key: str | None = Field(None, description="sent as 'X-API-Key: <key>'")
-    timeout: float | None = Field(None, gt=0, description="per-call timeout in seconds")
+    timeout: float | None = Field(None, gt=0, le=3600, description="per-call timeout in seconds")
     description: str | None = None
     enabled: bool = True
     disabled: bool = False
@@ -146,6 +146,7 @@ class GatewaySettings(BaseModel):
     allow_urls: list[str] = Field(default_factory=list, description=(
         "origins with an optional path prefix that register_server may connect to"))
     allow_any_command: bool = Field(False, description="let register_server start anything (unsafe)")
+    max_runtime_servers: int = Field(20, ge=0, description="servers clients may register at runtime, at most")
     sandbox: Literal["none", "bwrap"] = Field("none", description=(
         "run stdio servers registered at runtime under bubblewrap: writes only to their own directory"))
     allow_commands: list[str] | None = Field(None, exclude=True, description="removed: use catalog")

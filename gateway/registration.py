@@ -37,6 +37,7 @@ class Registrar:
         self.state = state
         self.entries: Entries = {}  # registered and in the pool
         self.kept: Entries = {}  # saved entries that could not be restored: kept in the file, not run
+        self._underway: set[str] = set()  # names being registered
         # Each runtime stdio server starts in an empty directory of its own, which the gateway owns.
         self.work_root = state.path.with_name(f".{state.path.stem}-work")
 
@@ -82,9 +83,22 @@ class Registrar:
         problem = check_server_name(name, self.pool.settings.separator)
         if problem:
             raise RegistrationError(self.redact(f"cannot register: server name '{name}' {problem}"))
-        if name in self.pool:
+        if name in self.pool or name in self._underway:
             raise RegistrationError(f"cannot register '{name}': a server named '{name}' already exists; remove "
                                     f"it first or choose another name")
+        limit = self.pool.settings.max_runtime_servers
+        if len(self.entries) + len(self._underway) >= limit:
+            raise RegistrationError(f"cannot register '{name}': {limit} servers registered at runtime is the most "
+                                    f"this gateway runs (gateway.max_runtime_servers); remove one first")
+        # Claimed until done: a second registration of the name must not touch the first's
+        # directory or secret values when it fails.
+        self._underway.add(name)
+        try:
+            return await self._register(name, entry)
+        finally:
+            self._underway.discard(name)
+
+    async def _register(self, name: str, entry: dict[str, Any]) -> Backend:
         try:
             spec = await self._spec(name, entry)
             # Added before connecting, so that a failing server's error text is redacted too.

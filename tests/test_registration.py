@@ -359,3 +359,31 @@ def test_the_redactor_is_bounded_and_forgets_a_removed_servers_values() -> None:
 def test_an_exception_group_is_described_by_its_real_error() -> None:
     group = ExceptionGroup("unhandled errors in a TaskGroup", [ConnectionRefusedError(111, "Connection refused")])
     assert describe_exception(group) == "[Errno 111] Connection refused"
+
+
+async def test_runtime_servers_are_bounded_and_a_losing_twin_leaves_the_winner_alone(tmp_path: Path,
+                                                                                    mark: str) -> None:
+    config = write_config(tmp_path / "config.json", {}, max_runtime_servers=2)
+    async with stdio_client(config, mark) as client:
+        outcomes: list[Any] = []
+
+        async def register(name: str) -> None:
+            outcomes.append(await client.call_tool("register_server", {"name": name, **catalog_entry(
+                mark, API_TOKEN="twin-secret-value")}, raise_on_error=False))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(register, "twin")
+            tg.start_soon(register, "twin")
+        assert sorted(o.is_error for o in outcomes) == [False, True]
+        assert "already exists" in text_of(next(o for o in outcomes if o.is_error))
+        work = (await client.call_tool("twin__workdir", {})).structured_content["cwd"]
+        assert Path(work).is_dir()
+        # the winner's secret is still blanked in error texts
+        echoed = await client.call_tool("call_backend", {"server": "twin-secret-value", "tool": "x"},
+                                        raise_on_error=False)
+        assert "twin-secret-value" not in text_of(echoed)
+        await client.call_tool("register_server", {"name": "second", **catalog_entry(mark)})
+        msg = await refused(client, "third", **catalog_entry(mark))
+        assert "gateway.max_runtime_servers" in msg
+        await client.call_tool("remove_server", {"name": "second"})
+        await client.call_tool("register_server", {"name": "third", **catalog_entry(mark)})
