@@ -11,29 +11,19 @@ import os
 import shutil
 import stat
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx2
 import pytest
-from conftest import (
-    GATEWAY,
-    PYTHON,
-    TESTING_SERVER,
-    TESTING_TEMPLATE,
-    catalog_entry,
-    free_port,
-    http_gateway,
-    remote_backend,
-    stdio_client,
-    text_of,
-    write_config,
-)
 from fastmcp import Client
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import (GATEWAY, PYTHON, TESTING_SERVER, TESTING_TEMPLATE, backend_spec, catalog_entry, free_port,
+                      http_gateway, remote_backend, stdio_client, text_of, write_config)
 from gateway.backends.errors import describe_exception
 from gateway.config import ConfigError, parse_config
 from gateway.policy import MAX_SECRETS, Redactor, TooManySecrets
@@ -387,3 +377,16 @@ async def test_runtime_servers_are_bounded_and_a_losing_twin_leaves_the_winner_a
         assert "gateway.max_runtime_servers" in msg
         await client.call_tool("remove_server", {"name": "second"})
         await client.call_tool("register_server", {"name": "third", **catalog_entry(mark)})
+
+
+async def test_a_flood_of_list_changed_costs_a_few_listings(tmp_path: Path, mark: str) -> None:
+    config = write_config(tmp_path / "config.json", {"noisy": backend_spec(mark)})
+    async with stdio_client(config, mark) as client:
+        before = (await client.call_tool("noisy__listings", {})).data
+        assert (await client.call_tool("noisy__churn", {"times": 2000})).data == 2000
+        started = time.monotonic()
+        assert (await client.call_tool("noisy__echo", {"text": "still here"})).data == "still here"
+        assert time.monotonic() - started < 1
+        await client.call_tool("noisy__listings", {})  # after the notifications, in order on one pipe
+        listings = (await client.call_tool("noisy__listings", {})).data - before
+        assert 1 <= listings <= 20, listings  # one per 0.2 s at most while they arrive

@@ -35,6 +35,7 @@ MAX_BACKOFF = 30.0
 # How often a down remote backend's port is tried (a TCP connect, nothing sent): cheap for a dead
 # host and for a live one, and short enough that a backend that is back is used within a second.
 PROBE_INTERVAL = 0.5
+REFRESH_GAP = 0.2  # seconds between re-listings of one backend's components
 STDERR_GRACE = 0.05  # for a dying process's last stderr lines to arrive before we quote them
 
 # What a transport raises when the connection under it is gone. Anything else from a request is
@@ -76,6 +77,9 @@ class Backend:
         self._connection: Connection | None = None
         self._transport: Transport | None = None
         self._lock = anyio.Lock()
+        self._refreshing = anyio.Lock()
+        self._refresh_pending = False  # a re-listing is queued and has not started
+        self._refreshed_at = 0.0
         self._attempt = anyio.CancelScope()  # the running connect attempt's; removal cancels it
         self._restarted: anyio.Event | None = None  # set when the running (re)connect attempt ends
         self._probing = False  # a remote backend's probe task is running
@@ -89,7 +93,7 @@ class Backend:
     def _new_connection(self) -> Connection:
         async def on_message(message: Any) -> None:
             if isinstance(message, _LIST_CHANGED):
-                self._start_task(self.refresh)
+                self._refresh_soon()
             elif isinstance(message, Exception):  # lines that are no JSON-RPC messages, say
                 count, first = (message.count, message.first) if isinstance(message, UnreadableLines) else (1, message)
                 self._unreadable.warning(count, "server '%s' sent %d unreadable line%s: %s", self.name, count,
@@ -185,6 +189,23 @@ class Backend:
                 was_open = is_open
         finally:
             self._probing = False
+
+    def _refresh_soon(self) -> None:
+        """One re-listing at a time, at most one per REFRESH_GAP, and one more for whatever changes
+        arrive meanwhile: a backend that sends list_changed in a loop costs a few listings a second,
+        not one per message."""
+        if self._refresh_pending:
+            return
+        self._refresh_pending = True
+
+        async def run() -> None:
+            async with self._refreshing:
+                await anyio.sleep(max(0.0, self._refreshed_at + REFRESH_GAP - time.monotonic()))
+                self._refresh_pending = False
+                await self.refresh()
+                self._refreshed_at = time.monotonic()
+
+        self._start_task(run)
 
     async def refresh(self) -> None:
         """Re-lists components after the backend said they changed."""

@@ -59,7 +59,20 @@ warnings.filterwarnings("ignore", message="The logging capability is deprecated"
 CRASH_MESSAGE = "testing backend: crashing on purpose"
 STRUCTURED = {"answer": 42, "items": [1, 2, 3]}
 
-mcp = FastMCP("testing", instructions="Deterministic test backend for mcp-gateway.")
+from fastmcp.server.middleware import Middleware  # noqa: E402
+
+
+class ListingCounter(Middleware):
+    """Counts the tools/list requests this backend answers (see the `listings` tool)."""
+
+    count = 0
+
+    async def on_list_tools(self, context: Any, call_next: Any) -> Any:
+        ListingCounter.count += 1
+        return await call_next(context)
+
+
+mcp = FastMCP("testing", instructions="Deterministic test backend for mcp-gateway.", middleware=[ListingCounter()])
 
 # Popen objects must stay referenced: a collected Popen would not be reaped and the test could
 # not tell "grandchild survived" from "grandchild never ran".
@@ -182,6 +195,25 @@ def big(kb: int) -> str:
 def big_structured(kb: int) -> ToolResult:
     """Return a one-word text with `kb` kilobytes of structured content beside it."""
     return ToolResult(content=[TextContent(type="text", text="summary")], structured_content={"data": "y" * (kb * 1024)})
+
+
+@mcp.tool
+async def churn(times: int) -> int:
+    """Send `times` tools/list_changed notifications at once, as a misbehaving server might."""
+    import mcp_types
+
+    from fastmcp.server.dependencies import get_context
+
+    ctx = get_context()
+    for _ in range(times):
+        await ctx.send_notification(mcp_types.ToolListChangedNotification())
+    return times
+
+
+@mcp.tool
+def listings() -> int:
+    """How many tools/list requests this backend has answered."""
+    return ListingCounter.count
 
 
 @mcp.tool
