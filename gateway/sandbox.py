@@ -1,7 +1,8 @@
 """An optional sandbox for servers registered at runtime: bubblewrap, from Debian's `bubblewrap` package.
 
-The server sees the machine read-only, its own directory writable, a private /tmp, and only its own
-processes (a /proc of its own, so not the gateway's environment). Reads are not confined: whatever
+The server sees the machine read-only (/tmp included: its TMPDIR is in its own directory), its own
+directory writable, and only its own processes (a /proc of its own, so not the gateway's
+environment). Reads are not confined: whatever
 the gateway's user may read, the server may read. It keeps the network: remote APIs are what most
 servers are for.
 """
@@ -24,13 +25,15 @@ def sandboxed(spec: ServerSpec, workdir: Path) -> ServerSpec:
     """`spec` run under bwrap with `workdir` as its only writable place."""
     assert spec.command is not None
     work = str(workdir)
-    flags = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+    (workdir / "tmp").mkdir(mode=0o700, exist_ok=True)
+    # /tmp stays the host's, read-only: a private one would hide programs installed under it
+    flags = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
              "--bind", work, work, "--chdir", spec.cwd or work,
              "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
              "--die-with-parent", "--new-session"]
     return spec.model_copy(update={"command": shutil.which(BWRAP) or BWRAP,
                                    "args": [*flags, "--", spec.command, *spec.args],
-                                   "env": {"HOME": work, **spec.env}, "cwd": work})
+                                   "env": {"HOME": work, "TMPDIR": f"{work}/tmp", **spec.env}, "cwd": work})
 
 
 def shown_command(spec: ServerSpec) -> tuple[str, bool]:

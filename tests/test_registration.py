@@ -319,16 +319,19 @@ async def test_the_optional_sandbox_confines_writes_and_hides_the_gateways_proce
         assert ok.structured_content["status"] == "ready"
         listed = (await client.call_tool("list_servers", {})).structured_content["servers"][0]
         assert listed["sandbox"] == "bwrap" and listed["command"] == Path(PYTHON).name
-        work = (await client.call_tool("boxed__workdir", {})).structured_content["cwd"]
-        assert (await client.call_tool("boxed__touch", {"path": f"{work}/mine"})).data == "ok"
+        seen = (await client.call_tool("boxed__workdir", {})).structured_content
+        work = seen["cwd"]
+        assert {"HOME", "TMPDIR"} <= set(seen["env"])
+        for mine in (f"{work}/mine", f"{work}/tmp/mine"):
+            assert (await client.call_tool("boxed__touch", {"path": mine})).data == "ok"
         for outside in (Path.home() / f"escaped-{mark}", Path("/var/tmp") / f"escaped-{mark}"):
             try:
                 result = (await client.call_tool("boxed__touch", {"path": str(outside)})).data
                 assert result == "Read-only file system" and not outside.exists()
             finally:
                 outside.unlink(missing_ok=True)
-        # the host's /tmp is not the server's
-        assert (await client.call_tool("boxed__touch", {"path": str(tmp_path / "escaped")})).data == "ok"
+        assert (await client.call_tool("boxed__touch", {"path": str(tmp_path / "escaped")})).data == \
+            "Read-only file system"
         assert not (tmp_path / "escaped").exists()
         environ = (await client.call_tool("boxed__read_text", {"path": f"/proc/{proc.pid}/environ"})).data
         assert "planted-in-the-gateway" not in environ and environ.startswith("error")
