@@ -19,7 +19,8 @@ import psutil
 import pytest
 from fastmcp import Client
 
-from conftest import backend_spec, http_gateway, processes_marked, text_of, wait_for, wait_until, write_config
+from conftest import (backend_spec, http_gateway, processes_marked, served_promptly, text_of, wait_for, wait_until,
+                      write_config)
 from gateway.pipelines.templates import TemplateProblem, compile_value
 
 RENDER_LIMIT = "1048576 bytes; the limit is gateway.pipelines.max_render_bytes"
@@ -258,8 +259,8 @@ async def test_everyone_else_is_served_within_100ms_while_a_hostile_pipeline_run
             assert "result" not in outcome, "the hostile pipeline ended before the measurements did"
         print(f"{hostile}: worst /healthz {max(latencies['healthz']) * 1000:.1f} ms, "
               f"worst echo {max(latencies['echo']) * 1000:.1f} ms, hostile run {outcome['seconds']:.2f} s")
-        assert max(latencies["healthz"]) < 0.1, latencies
-        assert max(latencies["echo"]) < 0.1, latencies
+        assert served_promptly(latencies["healthz"]), latencies
+        assert served_promptly(latencies["echo"]), latencies
         result = outcome["result"]
         assert result.is_error
         assert "timed out after 3s" in text_of(result) or "timeout ran out" in text_of(result), text_of(result)
