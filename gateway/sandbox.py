@@ -29,6 +29,8 @@ def sandboxed(spec: ServerSpec, workdir: Path) -> ServerSpec:
     # /tmp stays the host's, read-only: a private one would hide programs installed under it
     flags = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
              "--bind", work, work, "--chdir", spec.cwd or work,
+             # without capabilities, even when the gateway runs as root: root could remount / writable
+             "--cap-drop", "ALL", "--unshare-user-try",
              "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
              "--die-with-parent", "--new-session"]
     return spec.model_copy(update={"command": shutil.which(BWRAP) or BWRAP,

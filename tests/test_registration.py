@@ -333,6 +333,9 @@ async def test_the_optional_sandbox_confines_writes_and_hides_the_gateways_proce
         assert (await client.call_tool("boxed__touch", {"path": str(tmp_path / "escaped")})).data == \
             "Read-only file system"
         assert not (tmp_path / "escaped").exists()
+        # no capabilities, even when the gateway runs as root (which could otherwise remount / writable)
+        status = (await client.call_tool("boxed__read_text", {"path": "/proc/self/status"})).data
+        assert "CapEff:\t0000000000000000" in status and "CapPrm:\t0000000000000000" in status
         environ = (await client.call_tool("boxed__read_text", {"path": f"/proc/{proc.pid}/environ"})).data
         assert "planted-in-the-gateway" not in environ and environ.startswith("error")
 
