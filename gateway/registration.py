@@ -30,14 +30,19 @@ logger = logging.getLogger("gateway.registration")
 
 
 class Registrar:
-    def __init__(self, pool: BackendPool, policy: RegistrationPolicy, redact: Redactor, state: StateFile) -> None:
+    def __init__(self, pool: BackendPool, policy: RegistrationPolicy, redact: Redactor, state: StateFile,
+                 config_names: Iterable[str] = ()) -> None:
         self.pool = pool
+        # The config file's servers, disabled ones included, are the operator's: a client can
+        # neither remove them nor take their names.
+        self.config_names = frozenset(config_names)
         self.policy = policy
         self.redact = redact
         self.state = state
         self.entries: Entries = {}  # registered and in the pool
         self.kept: Entries = {}  # saved entries that could not be restored: kept in the file, not run
         self._underway: set[str] = set()  # names being registered
+        self._removing: set[str] = set()  # names being removed
         # Each runtime stdio server starts in an empty directory of its own, which the gateway owns.
         self.work_root = state.path.with_name(f".{state.path.stem}-work")
 
@@ -83,7 +88,10 @@ class Registrar:
         problem = check_server_name(name, self.pool.settings.separator)
         if problem:
             raise RegistrationError(self.redact(f"cannot register: server name '{name}' {problem}"))
-        if name in self.pool or name in self._underway:
+        if name in self.config_names:
+            raise RegistrationError(f"cannot register '{name}': that is the name of a server in the config file; "
+                                    f"choose another name")
+        if name in self.pool or name in self._underway or name in self._removing:
             raise RegistrationError(f"cannot register '{name}': a server named '{name}' already exists; remove "
                                     f"it first or choose another name")
         limit = self.pool.settings.max_runtime_servers
@@ -128,12 +136,21 @@ class Registrar:
         return backend
 
     async def remove(self, name: str) -> str | None:
-        """Stops and forgets a server; returns a warning when the state file could not be written."""
-        await self.pool.remove(name)
-        runtime = name in self.entries
-        self._forget(name)
-        if not runtime:
-            return None
+        """Stops and forgets a server registered at runtime; returns a warning when the state file
+        could not be written."""
+        if name in self.config_names:
+            raise RegistrationError(f"cannot remove '{name}': it is a server of the config file, which only an "
+                                    f"operator can change")
+        if name in self._removing:
+            raise RegistrationError(f"'{name}' is being removed already")
+        # Claimed while it stops: a registration of the same name must wait until its directory
+        # and secret values are gone, or it would lose its own.
+        self._removing.add(name)
+        try:
+            await self.pool.remove(name)
+            self._forget(name)
+        finally:
+            self._removing.discard(name)
         try:
             await self._save()
         except OSError as exc:
@@ -141,16 +158,15 @@ class Registrar:
                     f"'{name}' will be registered again at the next start")
         return None
 
-    async def restore(self, config_names: Iterable[str]) -> dict[str, ServerSpec]:
+    async def restore(self) -> dict[str, ServerSpec]:
         """The saved servers that may still start. The others stay in the file and are reported."""
         specs: dict[str, ServerSpec] = {}
         problems: list[str] = []
-        taken = set(config_names)
         for name, entry in self.state.load().items():
             try:
                 if problem := check_server_name(name, self.pool.settings.separator):
                     raise PolicyError(f"server name {problem}")
-                if name in taken:
+                if name in self.config_names:
                     raise PolicyError("a server of that name is now in the config file, which wins")
                 spec = await self._spec(name, entry)
                 self.redact.add(spec.secret_values(), owner=name)

@@ -40,14 +40,15 @@ def build_gateway(config: GatewayConfig, pool: BackendPool, registry: PipelineRe
                   redact: Redactor, *, allow_any_command: bool = False,
                   listening: tuple[str, int] | None = None) -> tuple[FastMCP, LegacySessions]:
     settings = config.gateway
-    registrar = Registrar(pool, RegistrationPolicy.from_config(config, allow_any_command, listening), redact, state)
+    registrar = Registrar(pool, RegistrationPolicy.from_config(config, allow_any_command, listening), redact, state,
+                          config.mcpServers)
 
     @asynccontextmanager
     async def lifespan(_server: FastMCP) -> AsyncIterator[dict[str, Any]]:
         # Only the start lives here: FastMCP closes lifespans inside a shielded cancel scope, which
         # a task group cannot be exited from, so the pool itself is owned by `running_gateway`.
         # The backends start in the background: the gateway serves at once, whatever they do.
-        restored = await registrar.restore(config.mcpServers)
+        restored = await registrar.restore()
         pool.start_soon(config.mcpServers, runtime=restored)
         yield {"pool": pool}
 

@@ -88,6 +88,8 @@ class TemplateParam(BaseModel):
             if isinstance(value, bool) or not isinstance(value, int | str) or not re.fullmatch(r"-?\d{1,18}", str(value)):
                 raise ParamProblem(f"parameter '{name}' must be an integer")
             number = int(value)
+            if number < 0 and (self.minimum is None or self.minimum >= 0):  # it would read as an option
+                raise ParamProblem(f"parameter '{name}' must not be negative")
             if (self.minimum is not None and number < self.minimum) or (
                     self.maximum is not None and number > self.maximum):
                 raise ParamProblem(f"parameter '{name}' must be between {self.minimum} and {self.maximum}")

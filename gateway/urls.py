@@ -96,9 +96,13 @@ def _check_host(host: str) -> str:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     try:
-        return str(ipaddress.ip_address(host))
+        address = ipaddress.ip_address(host)
     except ValueError:
         pass
+    else:
+        # ::ffff:127.0.0.1 reaches 127.0.0.1: one address, one spelling
+        mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+        return str(mapped or address)
     if all(_NUMERIC_PART.fullmatch(part) for part in host.rstrip(".").split(".")):
         raise UrlProblem(f"host {host!r} looks like an address in a non-standard form; write it as "
                          f"a plain IPv4 address (such as 127.0.0.1) or a name")
@@ -131,7 +135,9 @@ def check_url(text: str, rules: list[UrlRule], setting: str) -> Target:
 
 
 def is_loopback(host: str) -> bool:
+    """Whether a connection to `host` stays on this machine's loopback (0.0.0.0 and :: do too)."""
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return host == "localhost" or host.endswith(".localhost")
+    return address.is_loopback or address.is_unspecified

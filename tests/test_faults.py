@@ -126,8 +126,9 @@ async def test_backend_tool_list_changes_are_picked_up(tmp_path: Path, mark: str
 
 
 async def test_removing_a_backend_ends_its_in_flight_calls(tmp_path: Path, mark: str) -> None:
-    config = write_config(tmp_path / "config.json", {"testing": backend_spec(mark), "other": backend_spec(mark)})
+    config = write_config(tmp_path / "config.json", {"other": backend_spec(mark)})
     async with stdio_client(config, mark) as client:
+        await client.call_tool("register_server", {"name": "testing", **catalog_entry(mark)})
         started = anyio.Event()
         outcome: list = []
 

@@ -75,6 +75,13 @@ ATTACKS = [
     ("{{ range(200000, 0, -1) | list | sort }}", "range() would make more than 100000 numbers"),
     ("{{ 'a'.encode() }}", "calling 'encode' is not allowed in templates"),
     ("{{ lipsum(10 ** 6) }}", "'lipsum' is undefined"),
+    # found by an independent attacker: an integer through a filter, and sorting what is small in
+    # memory but big as values (one string many times)
+    ("{{ (('f' * 500000) | int(base=16)) // 3 }}", "filter 'int' would make an integer of more than 4300 digits"),
+    ("{{ ['a' * 100000] | batch(20000, fill_with='a' * 100000) | first | sort | length }}",
+     f"filter 'sort' would produce more than {RENDER_LIMIT}"),
+    ("{{ ['a' * 100000] | batch(30000, fill_with='a' * 100000) | first | max | length }}",
+     f"filter 'max' would produce more than {RENDER_LIMIT}"),
 ]
 
 

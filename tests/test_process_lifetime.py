@@ -71,8 +71,9 @@ def zombie_children(process: psutil.Process) -> list[int]:
 
 
 async def test_removal_stops_descendants_that_left_the_session(tmp_path: Path, mark: str) -> None:
-    config = write_config(tmp_path / "config.json", {"kids": backend_spec(mark), "other": backend_spec(mark)})
+    config = write_config(tmp_path / "config.json", {"other": backend_spec(mark)})
     async with stdio_client(config, mark) as client:
+        await client.call_tool("register_server", {"name": "kids", **catalog_entry(mark)})
         gateway = gateway_of(mark)
         kids = await spawn_family(client, "kids")
         others = await spawn_family(client, "other")
@@ -93,8 +94,9 @@ async def test_removal_stops_descendants_that_left_the_session(tmp_path: Path, m
 
 
 async def test_removing_a_backend_with_children_is_quick(tmp_path: Path, mark: str) -> None:
-    config = write_config(tmp_path / "config.json", {"kids": backend_spec(mark)})
+    config = write_config(tmp_path / "config.json", {})
     async with stdio_client(config, mark) as client:
+        await client.call_tool("register_server", {"name": "kids", **catalog_entry(mark)})
         children = [(await client.call_tool("kids__spawn_child", {"seconds": 120})).data for _ in range(3)]
         started = time.monotonic()
         await client.call_tool("remove_server", {"name": "kids"})

@@ -85,6 +85,7 @@ async def test_a_client_cannot_run_code_through_an_interpreter(tmp_path: Path, m
                 ({**good, "mode": "x"}, "one of ['ro', 'rw']"),
                 ({**good, "n": 99}, "between 1 and 5"),
                 ({**good, "n": "1; rm"}, "must be an integer"),
+                ({**good, "n": "-1"}, "must not be negative"),  # it would read as an option
                 ({**good, "extra": "1"}, "unknown parameters ['extra']"),
                 ({"db": "shop.db"}, "parameter 'label' is required")):
             assert expected in await refused(client, "py1", template="py", params=params), params
@@ -173,7 +174,8 @@ async def test_urls_are_checked_as_origins_and_the_gateway_never_registers_itsel
     async with http_gateway(config, mark, "streamable-http", "--allow-any-command") as (url, _proc):
         port = url.rsplit(":", 1)[1].split("/")[0]
         async with Client(url, timeout=30) as client:
-            for host in ("127.0.0.1", "localhost", "[::1]"):
+            for host in ("127.0.0.1", "localhost", "[::1]", "0.0.0.0", "[::ffff:127.0.0.1]", "[::ffff:7f00:1]",
+                         "127.0.0.2", "localhost."):
                 assert "own address" in await refused(client, "me", url=f"http://{host}:{port}/mcp")
 
 
@@ -396,3 +398,33 @@ async def test_a_flood_of_list_changed_costs_a_few_listings(tmp_path: Path, mark
         await client.call_tool("noisy__listings", {})  # after the notifications, in order on one pipe
         listings = (await client.call_tool("noisy__listings", {})).data - before
         assert 1 <= listings <= 20, listings  # one per 0.2 s at most while they arrive
+
+
+async def test_config_servers_are_the_operators_and_a_removal_keeps_its_name_until_done(tmp_path: Path,
+                                                                                        mark: str) -> None:
+    config = write_config(tmp_path / "config.json", {"shared": backend_spec(mark),
+                                                     "parked": {**backend_spec(mark), "disabled": True}})
+    async with stdio_client(config, mark) as client:
+        gone = await client.call_tool("remove_server", {"name": "shared"}, raise_on_error=False)
+        assert gone.is_error and "config file" in text_of(gone)
+        for name in ("shared", "parked"):  # no impostor under a config server's name, enabled or not
+            assert "name of a server in the config file" in await refused(client, name, **catalog_entry(mark))
+        # removing a server and registering its name again at the same moment: whichever order they
+        # take, the server left standing keeps its own directory and secret values
+        await client.call_tool("register_server", {"name": "x", **catalog_entry(mark, API_TOKEN="first-secret-1111")})
+        outcomes: list[Any] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: client.call_tool("remove_server", {"name": "x"}))
+
+            async def again() -> None:
+                outcomes.append(await client.call_tool("register_server", {"name": "x", **catalog_entry(
+                    mark, API_TOKEN="second-secret-2222")}, raise_on_error=False))
+
+            tg.start_soon(again)
+        if not outcomes[0].is_error:
+            assert Path((await client.call_tool("x__workdir", {})).structured_content["cwd"]).is_dir()
+            echoed = await client.call_tool("call_backend", {"server": "second-secret-2222", "tool": "t"},
+                                            raise_on_error=False)
+            assert "second-secret-2222" not in text_of(echoed)
+        else:
+            assert "already exists" in text_of(outcomes[0])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 from gateway.backends import family, proc
@@ -35,13 +36,18 @@ class RunRecord:
             self.remove()
             return
         record = {**self._header, "backends": [[f.leader, f.start, f.token] for f in families]}
-        temporary = self.path.with_suffix(".tmp")
         try:
             self.directory.mkdir(mode=0o700, exist_ok=True)
-            # no fsync: a machine that goes down takes the processes with it
-            with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
-                json.dump(record, file)
-            os.replace(temporary, self.path)
+            # a fresh file, created exclusively: no link planted at a known name is followed; no
+            # fsync: a machine that goes down takes the processes with it
+            fd, temporary = tempfile.mkstemp(prefix=f".{os.getpid()}.", suffix=".tmp", dir=self.directory)
+            try:
+                with os.fdopen(fd, "w") as file:
+                    json.dump(record, file)
+                os.replace(temporary, self.path)
+            except BaseException:
+                os.unlink(temporary)
+                raise
         except OSError as exc:
             if not self._failed:  # once: the state file's own errors say the rest
                 logger.warning("cannot keep the record of started processes in %s: %s", self.directory, exc)

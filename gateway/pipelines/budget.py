@@ -26,6 +26,8 @@ MAX_DEPTH = 64  # of a client's pipeline or inputs: parsers, validators and comp
 MAX_RENDER_THREADS = 2  # renders at once, all pipelines together; more would only compete for the GIL
 MADE_FACTOR = 4  # what one render may make on the way to its value, in max_render_bytes: a few reshapings
 OBJECT = 50  # what a Python object costs besides its contents, about
+MAX_INT_DIGITS = 4300  # Python's own limit for turning an int into text; bigger ones cannot be shown anyway
+MAX_INT_BITS = math.ceil(MAX_INT_DIGITS * math.log2(10))
 YIELD_EVERY = 0.001  # seconds a render may hold the GIL before it offers it to the event loop
 
 
@@ -90,6 +92,11 @@ class Render:
             if len(result) > self.limit:
                 raise self.too_big(what)
             self.count(len(result) + OBJECT)
+        elif isinstance(result, int) and result.bit_length() > MAX_INT_BITS:
+            # `int(base=16)` is not bound by Python's digit limit, and arithmetic on such an integer
+            # (`//`, `%`) is quadratic
+            raise Refused(f"{what} would make an integer of more than {MAX_INT_DIGITS} digits; that is the "
+                          f"most templates may make")
         elif isinstance(result, (list, tuple)):
             self.count(8 * len(result) + OBJECT)  # pointers; new items were counted as they were made
         elif isinstance(result, Mapping):

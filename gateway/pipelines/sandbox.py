@@ -25,11 +25,9 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import _PassArg
 
-from gateway.pipelines.budget import OBJECT, Refused, Render, current, size_of
+from gateway.pipelines.budget import MAX_INT_BITS, MAX_INT_DIGITS, OBJECT, Refused, Render, current, size_of
 
 MAX_RANGE = 100_000  # items one range() may make (Jinja's own sandbox allows as many)
-MAX_INT_DIGITS = 4300  # Python's own limit for turning an int into text; bigger ones cannot be shown anyway
-_MAX_INT_BITS = math.ceil(MAX_INT_DIGITS * math.log2(10))
 
 
 class _CodeGenerator(CodeGenerator):
@@ -71,7 +69,7 @@ def bounded_range(*args: int) -> range:
 
 
 def _check_int_bits(bits: int, operator: str) -> None:
-    if bits > _MAX_INT_BITS:
+    if bits > MAX_INT_BITS:
         raise Refused(f"'{operator}' would make an integer of more than {MAX_INT_DIGITS} digits; "
                       f"that is the most templates may make")
 
@@ -230,11 +228,14 @@ def _check_filter(state: Render, name: str, value: Any, args: tuple[Any, ...], k
         filler = arg(1, "fill_with")
         if isinstance(count, int) and count > MAX_RANGE and (name == "slice" or filler is not None):
             raise Refused(f"filter '{name}' would make more than {MAX_RANGE} items; that is the most templates may make")
-    elif name in ("sort", "unique", "dictsort", "groupby"):
-        # sorting is one C call that holds the GIL for as long as it takes
+    elif name in ("sort", "unique", "dictsort", "groupby", "min", "max"):
+        # one C call that holds the GIL for as long as it takes, and may copy every item (as the
+        # lowercase keys of a case-insensitive sort): bounded in items and in bytes, counting an
+        # item that appears many times each time
         value = value if isinstance(value, (list, tuple, str, Mapping)) else list(value)
         if len(value) > MAX_RANGE:
             raise Refused(f"filter '{name}' takes at most {MAX_RANGE} items in templates")
+        state.check(size_of(value, state.limit), f"filter '{name}'")
     elif name == "sum":
         start = arg(1, "start", 0)
         if not isinstance(start, (int, float)):
