@@ -10,8 +10,9 @@ same entry.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import Any
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import mcp_types
 from fastmcp.exceptions import ToolError
@@ -28,6 +29,9 @@ from gateway.backends.invocation import Invocation, Road
 from gateway.backends.pool import BackendPool
 from gateway.client_sinks import current_sinks
 from gateway.names import namespace_uri
+
+logger = logging.getLogger("gateway.provider")
+T = TypeVar("T")
 
 
 async def run_backend_tool(pool: BackendPool, invocation: Invocation) -> ToolResult:
@@ -90,8 +94,9 @@ class BackendProvider(Provider):
             tool = self._tools.get(exported)
             # unchanged backend tools keep their built Tool; a re-listed one is rebuilt
             if not (isinstance(tool, BackendTool) and tool._source is mcp_tool):
-                tool = BackendTool.create(pool, exported, server, mcp_tool)
-            tools[exported] = tool
+                tool = _built(lambda: BackendTool.create(pool, exported, server, mcp_tool), server, f"tool '{name}'")
+            if tool is not None:
+                tools[exported] = tool
         self._tools = tools
         # asked on every 2026-07-28 HTTP tools/call: a plain dict, not a walk of the tools' models
         self._header_schemas = {name: tool.parameters for name, tool in tools.items()
@@ -99,11 +104,17 @@ class BackendProvider(Provider):
 
         catalogs = [b.catalog for b in backends.values()]
         by_name = {(c.server, p.name): p for c in catalogs for p in c.prompts}
-        self._prompts = [_listed_prompt(exported, by_name[key]) for exported, key in pool.prompt_index.items()]
-        self._resources = [_listed_resource(namespace_uri(c.server, str(r.uri)), r)
-                           for c in catalogs for r in c.resources]
-        self._templates = [_listed_template(namespace_uri(c.server, t.uri_template), t)
-                           for c in catalogs for t in c.templates]
+        # A backend's component that FastMCP will not take (a resource URI with a space, say) is left
+        # out and logged: one backend's oddity must not stop the listing, let alone the gateway.
+        self._prompts = [p for exported, key in pool.prompt_index.items()
+                         if (p := _built(lambda: _listed_prompt(exported, by_name[key]), key[0],
+                                         f"prompt '{key[1]}'")) is not None]
+        self._resources = [x for c in catalogs for r in c.resources
+                           if (x := _built(lambda: _listed_resource(namespace_uri(c.server, str(r.uri)), r), c.server,
+                                           f"resource {str(r.uri)[:100]!r}")) is not None]
+        self._templates = [x for c in catalogs for t in c.templates
+                           if (x := _built(lambda: _listed_template(namespace_uri(c.server, t.uri_template), t),
+                                           c.server, f"resource template {t.uri_template[:100]!r}")) is not None]
 
     def header_params_schema(self, name: str) -> dict[str, Any] | None:
         """The input schema of a tool that mirrors arguments into Mcp-Param headers, else None."""
@@ -142,3 +153,11 @@ def _listed_prompt(name: str, source: mcp_types.Prompt) -> Prompt:
                  for a in source.arguments or ()]
     return Prompt(name=name, title=source.title, description=source.description, arguments=arguments,
                   icons=source.icons, meta=source.meta)
+
+
+def _built(make: Callable[[], T], server: str, what: str) -> T | None:
+    try:
+        return make()
+    except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
+        logger.warning("server '%s': %s is left out: %s", server, what, str(exc).splitlines()[0][:300])
+        return None

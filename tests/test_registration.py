@@ -288,7 +288,7 @@ def test_a_path_parameter_always_resolves_under_its_root(tmp_path_factory: pytes
     assert os.path.realpath(value) == value
 
 
-async def test_a_backend_listing_a_tool_twice_is_reported(tmp_path: Path, mark: str) -> None:
+async def test_a_backend_listing_a_tool_twice_or_a_bad_uri_is_reported(tmp_path: Path, mark: str) -> None:
     config = write_config(tmp_path / "config.json", {"dup": {
         "command": PYTHON, "args": [str(TESTING_SERVER.parent / "duplicate_tools_server.py")],
         "env": {"GATEWAY_TEST_MARK": mark}}})
@@ -299,6 +299,8 @@ async def test_a_backend_listing_a_tool_twice_is_reported(tmp_path: Path, mark: 
         echo = {t.name: t for t in await client.list_tools()}["dup__echo"]
         assert echo.description == "[dup] first"
         assert (await client.call_tool("dup__echo", {"text": "hi"})).content[0].text == "hi"
+        # a resource URI FastMCP refuses is left out; the rest is served, and so is everyone else
+        assert [str(r.uri) for r in await client.list_resources()] == ["test://dup/fine"]
 
 
 async def wait_for_status(client: Client, server: str, status: str, timeout: float = 20) -> None:

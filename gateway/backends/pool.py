@@ -194,4 +194,7 @@ class BackendPool:
             logger.warning("name collision: %s", message)
         self.collisions = tool_collisions + prompt_collisions
         for listener in self._listeners:
-            listener()
+            try:
+                listener()
+            except Exception:  # a listener's bug must not end the pool's task group, and the gateway with it
+                logger.exception("a listener of backend changes failed")

@@ -1,5 +1,6 @@
-"""A handshake-era MCP server over stdio, by hand, that lists the same tool name twice (as a buggy
-server might): the gateway must report it rather than silently pick one."""
+"""A handshake-era MCP server over stdio, by hand, that lists odd things, as a buggy server might: the
+same tool name twice (the gateway must report it rather than silently pick one) and a resource URI
+that FastMCP refuses (the gateway must leave it out, not fall over)."""
 
 import json
 import sys
@@ -12,10 +13,14 @@ def answer(request: dict) -> dict | None:
     if rid is None:
         return None  # a notification
     if method == "initialize":
-        result = {"protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
+        result = {"protocolVersion": "2025-11-25", "capabilities": {"tools": {}, "resources": {}},
                   "serverInfo": {"name": "duplicates", "version": "1"}}
     elif method == "tools/list":
         result = {"tools": [{**TOOL, "description": "first"}, {**TOOL, "description": "second"}]}
+    elif method == "resources/list":
+        result = {"resources": [{"uri": "a b", "name": "spaced"}, {"uri": "test://fine", "name": "fine"}]}
+    elif method == "resources/templates/list":
+        result = {"resourceTemplates": []}
     elif method == "tools/call":
         text = request["params"].get("arguments", {}).get("text", "")
         result = {"content": [{"type": "text", "text": text}]}
