@@ -79,9 +79,11 @@ ATTACKS = [
     # memory but big as values (one string many times)
     ("{{ (('f' * 500000) | int(base=16)) // 3 }}", "filter 'int' would make an integer of more than 4300 digits"),
     ("{{ ['a' * 100000] | batch(20000, fill_with='a' * 100000) | first | sort | length }}",
-     f"filter 'sort' would produce more than {RENDER_LIMIT}"),
+     f"filter 'first' would produce more than {RENDER_LIMIT}"),
     ("{{ ['a' * 100000] | batch(30000, fill_with='a' * 100000) | first | max | length }}",
-     f"filter 'max' would produce more than {RENDER_LIMIT}"),
+     f"filter 'first' would produce more than {RENDER_LIMIT}"),
+    ("{{ ('a' * 999999 ~ 'b') in (range(100000) | map(attribute='n', default='a' * 1000000) | list) }}",
+     f"filter 'list' would produce more than {RENDER_LIMIT}"),
 ]
 
 

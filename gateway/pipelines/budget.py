@@ -97,10 +97,14 @@ class Render:
             # (`//`, `%`) is quadratic
             raise Refused(f"{what} would make an integer of more than {MAX_INT_DIGITS} digits; that is the "
                           f"most templates may make")
-        elif isinstance(result, (list, tuple)):
-            self.count(8 * len(result) + OBJECT)  # pointers; new items were counted as they were made
-        elif isinstance(result, Mapping):
-            self.count(100 * len(result) + OBJECT)
+        elif isinstance(result, (list, tuple, Mapping)):
+            # As values, not as memory: a list holding one big string a hundred thousand times is
+            # small in memory, yet comparing or counting it (`in`, `==`, `.count()`) is one C call
+            # over all of it
+            if size_of(result, self.limit) > self.limit:
+                raise self.too_big(what)
+            # pointers; new items were counted as they were made
+            self.count((8 if isinstance(result, (list, tuple)) else 100) * len(result) + OBJECT)
         return result
 
     def count(self, size: int) -> None:
