@@ -46,8 +46,8 @@ class StateFile:
             servers = raw.get("servers") if isinstance(raw, dict) else None
             if not isinstance(servers, dict) or not all(isinstance(e, dict) for e in servers.values()):
                 raise ValueError("'servers' is not an object of server entries")
-        except (OSError, ValueError) as exc:
-            self._set_aside(str(exc).splitlines()[0])
+        except (OSError, ValueError, RecursionError) as exc:
+            self._set_aside(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             return {}
         if raw.get("version", 1) == 1:  # version 1 held server definitions only
             return {name: {"server": entry} for name, entry in servers.items()}

@@ -47,12 +47,13 @@ class Registrar:
         self.work_root = state.path.with_name(f".{state.path.stem}-work")
 
     async def _spec(self, name: str, entry: dict[str, Any]) -> ServerSpec:
+        params, env = entry.get("params") or {}, entry.get("env") or {}
+        if not isinstance(params, dict) or not isinstance(env, dict):  # a state file edited by hand, say
+            raise PolicyError("'params' and 'env' must be JSON objects")
         if "template" in entry:
             # In a worker thread: paths are resolved on the filesystem and values matched against
             # patterns, neither of which may hold up the event loop.
-            spec = await anyio.to_thread.run_sync(
-                self.policy.from_template, str(entry["template"]), dict(entry.get("params") or {}),
-                dict(entry.get("env") or {}))
+            spec = await anyio.to_thread.run_sync(self.policy.from_template, str(entry["template"]), params, env)
         else:
             try:
                 spec = ServerSpec.model_validate(entry.get("server"))
@@ -162,17 +163,20 @@ class Registrar:
         """The saved servers that may still start. The others stay in the file and are reported."""
         specs: dict[str, ServerSpec] = {}
         problems: list[str] = []
+        limit = self.pool.settings.max_runtime_servers
         for name, entry in self.state.load().items():
             try:
                 if problem := check_server_name(name, self.pool.settings.separator):
                     raise PolicyError(f"server name {problem}")
                 if name in self.config_names:
                     raise PolicyError("a server of that name is now in the config file, which wins")
+                if len(self.entries) >= limit:
+                    raise PolicyError(f"gateway.max_runtime_servers ({limit}) servers are restored already")
                 spec = await self._spec(name, entry)
                 self.redact.add(spec.secret_values(), owner=name)
-            except (PolicyError, TooManySecrets) as exc:
+            except Exception as exc:  # whatever is wrong with one entry, it stays in the file, not run
                 self.kept[name] = entry
-                problems.append(f"'{name}': {exc}")
+                problems.append(f"'{name}': {str(exc)[:300]}")
                 continue
             self.entries[name] = entry
             specs[name] = spec

@@ -118,7 +118,10 @@ class TemplateParam(BaseModel):
     def _path(self, name: str, value: str, base: Path) -> str:
         roots = [(base / root).resolve() for root in self.roots or ()]
         # Symlinks are followed before the check, so a link inside a root cannot point outside it.
-        resolved = (roots[0] / value).resolve() if roots else Path(value).resolve()
+        try:
+            resolved = (roots[0] / value).resolve() if roots else Path(value).resolve()
+        except (RuntimeError, OSError) as exc:  # a symlink loop, a name too long
+            raise ParamProblem(f"parameter '{name}': {value!r} cannot be resolved ({exc})") from None
         if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
             raise ParamProblem(f"parameter '{name}': {value!r} resolves to {resolved}, which is not under "
                                f"{', '.join(map(str, roots))}")

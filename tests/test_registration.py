@@ -37,6 +37,8 @@ def attack_config(tmp_path: Path, mark: str, **gateway: Any) -> Path:
     (root / "shop.db").write_text("")
     (tmp_path / "outside").mkdir()
     (root / "escape").symlink_to(tmp_path / "outside")
+    (root / "loop1").symlink_to(root / "loop2")
+    (root / "loop2").symlink_to(root / "loop1")
     catalog = {
         "testing": TESTING_TEMPLATE,
         "py": {"description": "the testing backend with typed arguments", "command": PYTHON,
@@ -82,6 +84,7 @@ async def test_a_client_cannot_run_code_through_an_interpreter(tmp_path: Path, m
                 ({**good, "db": "../../etc/passwd"}, "not under"),
                 ({**good, "db": "/proc/self/environ"}, "not under"),
                 ({**good, "db": "escape/secret"}, "not under"),  # a symlink inside the root leading out
+                ({**good, "db": "loop1/x"}, "cannot be resolved"),
                 ({**good, "mode": "x"}, "one of ['ro', 'rw']"),
                 ({**good, "n": 99}, "between 1 and 5"),
                 ({**good, "n": "1; rm"}, "must be an integer"),
@@ -206,16 +209,18 @@ async def test_state_entries_that_cannot_be_restored_are_kept_and_unsaved_regist
     config = write_config(tmp_path / "config.json", {})
     state = tmp_path / "gateway-state.json"
     gone = {"template": "retired", "params": {}, "env": {}}
-    state.write_text(json.dumps({"version": 2, "servers": {"old": gone}}))
+    odd = {"template": "testing", "params": "xy", "env": [1, 2]}  # as a hand edit might leave it
+    state.write_text(json.dumps({"version": 2, "servers": {"old": gone, "odd": odd}}))
     leftover = tmp_path / ".gateway-state.json.x1y2.tmp"
     leftover.write_text('{"env": {"TOKEN": "left-behind"}}')
     async with stdio_client(config, mark) as client:
         listed = (await client.call_tool("list_servers", {})).structured_content
         assert "'old': unknown template 'retired'" in listed["state_file_problem"]
+        assert "'odd': 'params' and 'env' must be JSON objects" in listed["state_file_problem"]
         assert not leftover.exists()
         await client.call_tool("register_server", {"name": "new", **catalog_entry(mark)})
         saved = json.loads(state.read_text())["servers"]
-        assert saved["old"] == gone and saved["new"]["template"] == "testing"
+        assert saved["old"] == gone and saved["odd"] == odd and saved["new"]["template"] == "testing"
         assert stat.S_IMODE(state.stat().st_mode) == 0o600
     # a state file that cannot be written: the registration is undone, with the reason
     blocked = write_config(tmp_path / "blocked.json", {}, state_file="not-a-dir/state.json")
