@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from conftest import (GATEWAY, PYTHON, TESTING_SERVER, TESTING_TEMPLATE, backend_spec, catalog_entry, free_port,
                       http_gateway, remote_backend, stdio_client, text_of, write_config)
+from gateway.backends.catalog import MAX_ITEMS
 from gateway.backends.errors import describe_exception
 from gateway.config import ConfigError, parse_config
 from gateway.policy import MAX_SECRETS, Redactor, TooManySecrets
@@ -435,3 +436,13 @@ async def test_config_servers_are_the_operators_and_a_removal_keeps_its_name_unt
             assert "second-secret-2222" not in text_of(echoed)
         else:
             assert "already exists" in text_of(outcomes[0])
+
+
+async def test_a_backend_listing_endless_tools_is_cut_to_a_bound(tmp_path: Path, mark: str) -> None:
+    config = write_config(tmp_path / "config.json", {"many": {
+        "command": PYTHON, "args": [str(TESTING_SERVER.parent / "duplicate_tools_server.py")],
+        "env": {"GATEWAY_TEST_MARK": mark, "MANY_TOOLS": "6000"}}})
+    async with stdio_client(config, mark) as client:
+        listed = (await client.call_tool("list_servers", {})).structured_content["servers"][0]
+        assert listed["status"] == "ready" and listed["tool_count"] == MAX_ITEMS - 1  # one name came twice
+        assert (await client.call_tool("many__t0", {"text": "kept"})).content[0].text == "kept"

@@ -12,10 +12,15 @@ import mcp_types
 from mcp import ClientSession, MCPError
 
 from gateway.backends.errors import InvalidParams, UnknownTool
+from gateway.interceptors.size_limit import json_size
 
 logger = logging.getLogger("gateway.backends")
 
 MAX_PAGES = 100  # a backend that pages forever gets its first pages listed
+# What the gateway keeps of one backend's listing of one kind: a backend's tool list is held in
+# memory and rebuilt into exported tools on every change, so its size is bounded whatever it sends.
+MAX_ITEMS = 5000
+MAX_LISTING_BYTES = 32 << 20
 
 
 @dataclass
@@ -87,7 +92,7 @@ async def list_catalog(server: str, session: ClientSession) -> Catalog:
     advertises resources or prompts but fails to list them still serves its tools."""
     caps = session.server_capabilities
     found = Catalog(server)
-    for tool in await _all_pages(session.list_tools, "tools"):
+    for tool in await _all_pages(session.list_tools, "tools", server):
         if tool.name in found.tools:
             found.duplicates.append(tool.name)
         else:
@@ -96,24 +101,43 @@ async def list_catalog(server: str, session: ClientSession) -> Catalog:
         logger.warning("server '%s' lists these tools more than once, the first of each is used: %s",
                        server, ", ".join(sorted(set(found.duplicates))))
     if caps is not None and caps.resources is not None:
-        found.resources = await _optional(server, _all_pages(session.list_resources, "resources"), "resources")
-        found.templates = await _optional(server, _all_pages(session.list_resource_templates, "resource_templates"),
+        found.resources = await _optional(server, _all_pages(session.list_resources, "resources", server), "resources")
+        found.templates = await _optional(server, _all_pages(session.list_resource_templates, "resource_templates", server),
                                           "resource templates")
     if caps is not None and caps.prompts is not None:
-        found.prompts = await _optional(server, _all_pages(session.list_prompts, "prompts"), "prompts")
+        found.prompts = await _optional(server, _all_pages(session.list_prompts, "prompts", server), "prompts")
     return found
 
 
-async def _all_pages(list_page: Callable[..., Awaitable[Any]], field_name: str) -> list[Any]:
+async def _all_pages(list_page: Callable[..., Awaitable[Any]], field_name: str, server: str = "") -> list[Any]:
     items: list[Any] = []
+    size = 0
     cursor: str | None = None
     for _ in range(MAX_PAGES):
         page = await list_page(params=mcp_types.PaginatedRequestParams(cursor=cursor) if cursor else None)
-        items += getattr(page, field_name)
+        for item in getattr(page, field_name):
+            size += _item_size(item)
+            if len(items) >= MAX_ITEMS or size > MAX_LISTING_BYTES:
+                logger.warning("server '%s' lists more %s than the gateway keeps (%d, %d MiB); the rest is "
+                               "left out", server, field_name.replace("_", " "), MAX_ITEMS, MAX_LISTING_BYTES >> 20)
+                return items
+            items.append(item)
         cursor = page.next_cursor
         if cursor is None:
             break
     return items
+
+
+def _item_size(item: Any) -> int:
+    """About the bytes of a listed item: its texts and its schemas, which is where the bulk is."""
+    size = 200
+    for field_name in ("name", "title", "description", "uri", "uri_template"):
+        value = getattr(item, field_name, None)
+        size += len(value) if isinstance(value, str) else 0
+    for field_name in ("input_schema", "output_schema"):
+        value = getattr(item, field_name, None)
+        size += json_size(value) if value else 0
+    return size
 
 
 async def _optional(server: str, listing: Awaitable[list[Any]], what: str) -> list[Any]:

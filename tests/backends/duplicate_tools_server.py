@@ -1,8 +1,9 @@
 """A handshake-era MCP server over stdio, by hand, that lists odd things, as a buggy server might: the
 same tool name twice (the gateway must report it rather than silently pick one) and a resource URI
-that FastMCP refuses (the gateway must leave it out, not fall over)."""
+that FastMCP refuses (the gateway must leave it out, not fall over); with MANY_TOOLS=N, N more tools."""
 
 import json
+import os
 import sys
 
 TOOL = {"name": "echo", "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}}}
@@ -16,7 +17,8 @@ def answer(request: dict) -> dict | None:
         result = {"protocolVersion": "2025-11-25", "capabilities": {"tools": {}, "resources": {}},
                   "serverInfo": {"name": "duplicates", "version": "1"}}
     elif method == "tools/list":
-        result = {"tools": [{**TOOL, "description": "first"}, {**TOOL, "description": "second"}]}
+        many = [{**TOOL, "name": f"t{i}"} for i in range(int(os.environ.get("MANY_TOOLS", "0")))]
+        result = {"tools": [{**TOOL, "description": "first"}, {**TOOL, "description": "second"}, *many]}
     elif method == "resources/list":
         result = {"resources": [{"uri": "a b", "name": "spaced"}, {"uri": "test://fine", "name": "fine"}]}
     elif method == "resources/templates/list":
