@@ -66,10 +66,11 @@ class Catalog:
             return
         error = next(iter(sorted(entry.validator.iter_errors(args), key=lambda e: e.path)), None)
         if error is not None:
-            where = "/".join(str(p) for p in error.absolute_path)
+            where = "/".join(str(p) for p in error.absolute_path)[:200]
+            message = error.message if len(error.message) <= 500 else error.message[:500] + " ..."
             raise InvalidParams(
                 f"params for '{name}' of server '{self.server}' do not match its input schema"
-                f"{f' at {where!r}' if where else ''}: {error.message}. "
+                f"{f' at {where!r}' if where else ''}: {message}. "
                 f"Expected: {describe_params(entry.tool.input_schema)}")
 
 
