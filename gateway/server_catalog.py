@@ -13,7 +13,6 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import regex
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.urls import UrlProblem, UrlRule, check_url, parse_rule
@@ -37,6 +36,8 @@ _PINNED |= {"bunx": _PINNED["npx"], "pnpx": _PINNED["npx"], "pipx": _PINNED["uvx
 
 
 def _compiles(pattern: str) -> None:
+    import regex  # on first use: 2 MB that a catalog without patterns never needs
+
     try:
         regex.compile(pattern)
     except regex.error as exc:
@@ -44,6 +45,8 @@ def _compiles(pattern: str) -> None:
 
 
 def _matches(pattern: str, value: str) -> bool:
+    import regex
+
     try:
         return regex.fullmatch(pattern, value, timeout=MATCH_TIMEOUT) is not None
     except TimeoutError:

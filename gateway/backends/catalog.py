@@ -12,7 +12,7 @@ import mcp_types
 from mcp import ClientSession, MCPError
 
 from gateway.backends.errors import InvalidParams, UnknownTool
-from gateway.interceptors.size_limit import json_size
+from gateway.sizes import size_of
 
 logger = logging.getLogger("gateway.backends")
 
@@ -137,7 +137,7 @@ def _item_size(item: Any) -> int:
         size += len(value) if isinstance(value, str) else 0
     for field_name in ("input_schema", "output_schema"):
         value = getattr(item, field_name, None)
-        size += json_size(value) if value else 0
+        size += size_of(value) if value else 0
     return size
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from gateway.backends.errors import ResultTooLarge
 from gateway.backends.invocation import CallNext, Invocation, Result
+from gateway.sizes import size_of
 
 
 class SizeLimit:
@@ -25,7 +26,7 @@ class SizeLimit:
 def result_size(result: dict[str, Any]) -> int:
     """Bytes of text and base64 payload, which is what dominates a result's size: a tool result's
     content blocks and structured content, a resource's contents, a prompt's messages."""
-    size = json_size(result["structuredContent"]) if result.get("structuredContent") is not None else 0
+    size = size_of(result["structuredContent"]) if result.get("structuredContent") is not None else 0
     for block in result.get("content") or ():
         size += _block_size(block)
     for contents in result.get("contents") or ():
@@ -45,20 +46,3 @@ def _block_size(block: Any) -> int:
         size += len(resource.get("text") or resource.get("blob") or "")
     return size
 
-
-def json_size(value: Any) -> int:
-    """About the bytes of `value` as JSON: its strings, plus a few bytes for every other item."""
-    size, pending = 0, [value]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, str):
-            size += len(item) + 2
-        elif isinstance(item, dict):
-            size += 2 + sum(len(key) + 4 for key in item)
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            size += 2 + len(item)
-            pending.extend(item)
-        else:
-            size += 8
-    return size

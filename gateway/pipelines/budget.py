@@ -19,6 +19,7 @@ import anyio.to_thread
 from anyio.lowlevel import RunVar
 
 from gateway.config import PipelineLimits
+from gateway.sizes import size_of
 
 T = TypeVar("T")
 
@@ -145,35 +146,6 @@ def rendering(budget: Budget | None) -> Iterator[Render]:
         yield state
     finally:
         _local.render = previous
-
-
-def size_of(value: Any, limit: float = math.inf) -> int:
-    """About how many bytes `value` takes as JSON. Stops counting once past `limit`, so a call costs
-    at most about `limit` steps whatever the value is (a YAML alias bomb, or a list that holds the
-    same big string a million times)."""
-    total, stack = 0, [value]
-    while stack and total <= limit:
-        item = stack.pop()
-        if isinstance(item, (str, bytes)):
-            total += len(item) + 2
-        elif item is None or isinstance(item, (bool, float)):
-            total += 5
-        elif isinstance(item, int):
-            total += item.bit_length() * 3 // 10 + 1
-        elif isinstance(item, Mapping):
-            total += 2 + 2 * len(item)
-            if total <= limit:
-                stack.extend(item.keys())
-                stack.extend(item.values())
-        elif isinstance(item, (list, tuple, set, frozenset)):
-            total += 2 + len(item)
-            if total <= limit:
-                stack.extend(item)
-        elif isinstance(item, range):
-            total += 8 * len(item)
-        else:
-            total += 16  # a generator or some other object: it is counted when it becomes a list
-    return total
 
 
 def nests_deeper(value: Any, limit: int, depth: int = 0) -> bool:
