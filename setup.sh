@@ -22,10 +22,12 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
-# A TypeScript reference server (handshake-era protocol only) for the cross-era tests.
+# TypeScript reference servers (handshake-era protocol only) for the cross-era tests; server-everything
+# also asks the client for sampling, elicitation and roots.
 if command -v npm >/dev/null 2>&1; then
     npm install --silent --no-audit --no-fund --prefix .node-backends \
-        @modelcontextprotocol/server-memory@2026.8.31 >/dev/null
+        @modelcontextprotocol/server-memory@2026.8.31 \
+        @modelcontextprotocol/server-everything@2026.8.31 >/dev/null
 else
     echo "setup.sh: npm not found; the TypeScript-backend tests will be skipped" >&2
 fi

@@ -1,5 +1,7 @@
-"""Where a backend's progress and log messages for a request go: to the client that made it, on
-that request's own channel, at no lower a level than the client asked for with logging/setLevel."""
+"""Where a backend's progress, log messages and requests for a request go: to the client that made
+it, on that request's own channel; logs at no lower a level than the client asked for with
+logging/setLevel, and requests (sampling, elicitation, roots) only if the client declared it can
+answer them."""
 
 from __future__ import annotations
 
@@ -10,15 +12,65 @@ from typing import Any, get_args
 
 import mcp_types
 from fastmcp.server.dependencies import get_context
+from mcp import MCPError
 from mcp.server.session import ServerSession
 from mcp.shared.exceptions import MCPDeprecationWarning
+from mcp.shared.message import ServerMessageMetadata
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import BaseModel, ConfigDict
 
 from gateway import _compat
-from gateway.backends.invocation import Invocation, LogMessage, LogSink, ProgressSink
+from gateway.backends.invocation import Ask, Invocation, LogMessage, LogSink, ProgressSink
 
 SEVERITY = {level: rank for rank, level in enumerate(get_args(mcp_types.LoggingLevel))}
 
 LogFloor = Callable[[ServerSession], str | None]  # the lowest level a client asked for
+
+# What a client must have declared to be sent each request a backend may make of it.
+_NEEDS: dict[str, tuple[str, mcp_types.ClientCapabilities, type[BaseModel]]] = {
+    "sampling/createMessage": ("sampling", mcp_types.ClientCapabilities(sampling=mcp_types.SamplingCapability()),
+                               mcp_types.CreateMessageRequest),
+    "elicitation/create": ("elicitation", mcp_types.ClientCapabilities(elicitation=mcp_types.ElicitationCapability()),
+                           mcp_types.ElicitRequest),
+    "roots/list": ("roots", mcp_types.ClientCapabilities(roots=mcp_types.RootsCapability()),
+                   mcp_types.ListRootsRequest),
+}
+
+
+class _AsSent(BaseModel):
+    """A client's result as it came: relayed to the backend field for field."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+def check_can_answer(session: ServerSession, method: str) -> type[BaseModel]:
+    """The request model for `method`, or an MCPError if this client never said it can answer it."""
+    need = _NEEDS.get(method)
+    if need is None:
+        raise MCPError(code=mcp_types.METHOD_NOT_FOUND, message=f"the gateway does not relay '{method}' to clients")
+    capability, required, model = need
+    if not session.check_client_capability(required):
+        raise MCPError(code=mcp_types.INVALID_REQUEST,
+                       message=f"the client did not declare the '{capability}' capability, so it cannot answer "
+                               f"{method}")
+    return model
+
+
+def asks_client(session: ServerSession, request_id: mcp_types.RequestId | None) -> Ask | None:
+    """Sends a backend's request to a handshake-era client, on the channel of its request
+    `request_id` (on streamable HTTP, that request's response stream), or on its standalone
+    channel when there is none. None for 2026-07-28 clients, which cannot be sent requests."""
+    if session.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        return None
+    metadata = ServerMessageMetadata(related_request_id=request_id) if request_id is not None else None
+
+    async def ask(method: str, params: dict[str, Any]) -> dict[str, Any]:
+        model = check_can_answer(session, method)
+        request = model.model_validate({"method": method, "params": params}, by_name=False)
+        result = await session.send_request(request, _AsSent, metadata=metadata)  # type: ignore[arg-type]
+        return result.model_dump(mode="json")
+
+    return ask
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,9 +78,12 @@ class ClientSinks:
     progress: ProgressSink | None  # None when the request asked for no progress
     log: LogSink
     caller: str | None  # the client's session id, where its transport has one
+    ask: Ask | None
+    client: object  # the client's connection: the same object for every request of one client
 
     def attach(self, invocation: Invocation) -> Invocation:
         invocation.progress, invocation.log, invocation.caller = self.progress, self.log, self.caller
+        invocation.ask, invocation.client = self.ask, self.client
         return invocation
 
 
@@ -45,8 +100,9 @@ def sinks_for(session: ServerSession, request_id: mcp_types.RequestId | None, me
                                                related_request_id=request_id)
         await sending
 
-    return ClientSinks(session.report_progress if wants_progress else None, log,
-                       _compat.connection_of(session).session_id)
+    connection = _compat.connection_of(session)
+    return ClientSinks(session.report_progress if wants_progress else None, log, connection.session_id,
+                       asks_client(session, request_id), connection)
 
 
 def current_sinks() -> ClientSinks | None:

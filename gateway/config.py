@@ -52,6 +52,8 @@ class ServerSpec(BaseModel):
     bearer_token: str | None = Field(None, description="sent as 'Authorization: Bearer <token>'")
     api_key: str | None = Field(None, description="sent as 'X-API-Key: <key>'")
     timeout: float | None = Field(None, gt=0, le=3600, description="per-call timeout in seconds")
+    protocol: Literal["auto", "2025-11-25", "2026-07-28"] = Field(
+        "auto", description="protocol era to speak with it: auto (the newest both know), or one pinned")
     description: str | None = None
     enabled: bool = True
     disabled: bool = False

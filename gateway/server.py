@@ -14,6 +14,7 @@ from fastmcp import FastMCP
 from gateway import _compat
 from gateway.backends.pool import BackendPool
 from gateway.backends.process import Started
+from gateway.client_events import ClientEvents
 from gateway.config import GatewayConfig
 from gateway.control import CONTROL_TOOLS, add_control_tools, servers_report
 from gateway.fastpath import FastRelay
@@ -26,6 +27,7 @@ from gateway.pipelines.loader import PipelineRegistry
 from gateway.policy import RedactingFilter, Redactor, RegistrationPolicy
 from gateway.registration import Registrar
 from gateway.provider import BackendProvider
+from gateway.subscriptions import Subscriptions
 
 logger = logging.getLogger("gateway")
 
@@ -65,7 +67,10 @@ def build_gateway(config: GatewayConfig, pool: BackendPool, registry: PipelineRe
     # backend tools that no tools/list has shown yet.
     lowlevel.get_tool_input_schema = exported.header_params_schema if exported else lambda _name: None
     lowlevel.middleware.insert(0, FastRelay(pool, lowlevel, exported=exported is not None,
-                                            log_floor=lambda session: _compat.client_log_level(mcp, session)))
+                                            log_floor=lambda session: _compat.client_log_level(mcp, session),
+                                            subscriptions=Subscriptions(pool)))
+    lowlevel.middleware.insert(1, ClientEvents(pool))
+    pool.lone_client = sessions.lone_client
     add_control_tools(mcp, pool, registrar, state)
     add_admin_routes(mcp, lambda: servers_report(pool, redact, state))
     return mcp, sessions
@@ -91,20 +96,23 @@ async def running_gateway(config: GatewayConfig, pipelines_dir: Path | None = No
             anyio.create_task_group() as tg:
         mcp, sessions = build_gateway(config, pool, registry, state, redact,
                                       allow_any_command=allow_any_command, listening=listening)
-        tool_names: frozenset[str] = frozenset()
+        listed: dict[str, Any] = {"tools": frozenset(), "prompts": [], "resources": []}
 
-        def push_if_tools_changed() -> None:
-            nonlocal tool_names
-            names = frozenset(pool.tool_index) | frozenset(registry.pipelines)
-            if names != tool_names:
-                tool_names = names
+        def push_if_lists_changed() -> None:
+            catalogs = [b.catalog for b in pool.backends()]
+            now = {"tools": frozenset(pool.tool_index) | frozenset(registry.pipelines),
+                   "prompts": [(c.server, c.prompts) for c in catalogs if c.prompts],
+                   "resources": [(c.server, c.resources, c.templates) for c in catalogs if c.resources or c.templates]}
+            changed = frozenset(kind for kind, names in now.items() if listed[kind] != names)
+            listed.update(now)
+            if changed:
                 try:
-                    tg.start_soon(sessions.tools_changed)
+                    tg.start_soon(sessions.changed, changed)
                 except RuntimeError:  # shutting down: nobody left to tell
                     pass
 
-        pool.subscribe(push_if_tools_changed)
-        registry.subscribe(push_if_tools_changed)
+        pool.subscribe(push_if_lists_changed)
+        registry.subscribe(push_if_lists_changed)
         tg.start_soon(registry.watch)
         yield mcp
         tg.cancel_scope.cancel()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
@@ -13,15 +14,18 @@ from urllib.parse import urlsplit
 import anyio
 import mcp_types
 from mcp import MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from mcp.client import Transport
+from pydantic import TypeAdapter, ValidationError
 
 from gateway.backends.catalog import Catalog, list_catalog
 from gateway.backends.connection import Connection, client_for
-from gateway.backends.errors import (BackendError, BackendRejected, BackendUnavailable, CallTimeout, GatewayBug,
+from gateway.backends.errors import (BackendRejected, BackendUnavailable, CallTimeout, GatewayBug,
                                      describe_exception)
 from gateway.backends.family import stop_family
 from gateway.backends.in_flight import InFlight
-from gateway.backends.invocation import Invocation, Result
+from gateway.backends.invocation import Ask, Invocation, Result
 from gateway.backends.process import StderrTail, Started
 from gateway.backends.stdio_link import StdioLink
 from gateway.backends.transports import make_transport
@@ -54,11 +58,22 @@ class State(StrEnum):
 _LIST_CHANGED = (mcp_types.ToolListChangedNotification, mcp_types.ResourceListChangedNotification,
                  mcp_types.PromptListChangedNotification)
 
+_MODES = {"auto": "auto", "2025-11-25": "legacy", "2026-07-28": "2026-07-28"}
+
+# The client capabilities every backend is told of: the gateway answers these requests by asking
+# the client whose request caused them, and refuses them, at once, for a client that cannot answer.
+_ASKED_AS = {"sampling_callback": "sampling/createMessage", "elicitation_callback": "elicitation/create",
+             "list_roots_callback": "roots/list"}
+_ANSWERS: dict[str, Any] = {"sampling/createMessage": mcp_types.CreateMessageResult | mcp_types.CreateMessageResultWithTools,
+                            "elicitation/create": mcp_types.ElicitResult, "roots/list": mcp_types.ListRootsResult}
+
 
 class Backend:
     def __init__(self, name: str, spec: ServerSpec, *, call_timeout: float, connect_timeout: float,
                  on_change: Callable[[Backend], None], start_task: Callable[..., None],
-                 runtime: bool = False, started: Started | None = None) -> None:
+                 runtime: bool = False, started: Started | None = None,
+                 lone_client: Callable[[], Ask | None] = lambda: None,
+                 on_resource_updated: Callable[[Backend, str], None] = lambda _backend, _uri: None) -> None:
         self.name = name
         self.spec = spec
         self.runtime = runtime
@@ -67,11 +82,14 @@ class Backend:
         self.state = State.connecting
         self.last_error: str | None = None
         self.catalog = Catalog(name)
-        self.in_flight = InFlight(name)
+        self.in_flight = InFlight(name, lone_client)
+        self._on_resource_updated = on_resource_updated
         self._unreadable = LimitedLog(logger, f"unreadable lines from server '{name}'")
         self.failures = 0
         self.retry_at = 0.0
         self.ever_ready = False
+        self.sessions = 0  # sessions opened so far: a new one has forgotten the old one's subscriptions
+        self.asked_for_roots = False  # it sent roots/list: tell it when a client's roots change
         self._on_change = on_change
         self._start_task = start_task  # a background task in the pool's task group
         self._connection: Connection | None = None
@@ -94,6 +112,8 @@ class Backend:
         async def on_message(message: Any) -> None:
             if isinstance(message, _LIST_CHANGED):
                 self._refresh_soon()
+            elif isinstance(message, mcp_types.ResourceUpdatedNotification):
+                self._on_resource_updated(self, message.params.uri)
             elif isinstance(message, Exception):  # lines that are no JSON-RPC messages, say
                 count, first = (message.count, message.first) if isinstance(message, UnreadableLines) else (1, message)
                 self._unreadable.warning(count, "server '%s' sent %d unreadable line%s: %s", self.name, count,
@@ -103,10 +123,32 @@ class Backend:
         self._transport = make_transport(self.spec, self.stderr, process)
         # Tool calls pass their own timeout; this default bounds everything else (listing, resource
         # reads, prompts), which must not fail just because a server's call timeout is short.
-        client = client_for(self._transport, self.name,
+        client = client_for(self._transport, self.name, mode=_MODES[self.spec.protocol],
                             read_timeout_seconds=max(self.call_timeout, self.connect_timeout),
-                            logging_callback=self.in_flight.deliver_log, message_handler=on_message)
+                            logging_callback=self.in_flight.deliver_log, message_handler=on_message,
+                            **{option: self._asked(method) for option, method in _ASKED_AS.items()})
         return Connection(client, self._start_task)
+
+    def _asked(self, method: str) -> Callable[..., Any]:
+        """The session's callback for one kind of request the backend makes of its client."""
+        answer = TypeAdapter(_ANSWERS[method])
+
+        async def callback(_context: Any, params: Any = None) -> Any:
+            self.asked_for_roots = self.asked_for_roots or method == "roots/list"
+            raw = params.model_dump(by_alias=True, mode="json", exclude_none=True) if params is not None else {}
+            try:
+                with anyio.fail_after(self.call_timeout):
+                    return answer.validate_python(await self.in_flight.ask(method, raw), by_name=False)
+            except MCPError as exc:
+                return exc.error
+            except TimeoutError:
+                return mcp_types.ErrorData(code=mcp_types.REQUEST_TIMEOUT,
+                                           message=f"the client did not answer {method} in time")
+            except ValidationError:
+                return mcp_types.ErrorData(code=mcp_types.INTERNAL_ERROR,
+                                           message=f"the client's answer to {method} is not a valid result")
+
+        return callback
 
     async def connect(self) -> None:
         """Starts (or restarts) the session and lists the backend's components."""
@@ -151,6 +193,7 @@ class Backend:
                 raise BackendUnavailable(f"server '{self.name}' was removed while it was connecting")
             self._connection = connection
             self.catalog = catalog
+            self.sessions += 1
             self.state = State.ready
             self.failures = 0
             self.last_error = None
@@ -311,6 +354,34 @@ class Backend:
     def protocol_version(self) -> str | None:
         return self._connection.session.protocol_version if self._connection is not None else None
 
+    @property
+    def capabilities(self) -> mcp_types.ServerCapabilities | None:
+        return self._connection.session.server_capabilities if self._connection is not None else None
+
+    @property
+    def takes_log_level(self) -> bool:
+        """A handshake-era session whose server logs: the only kind with logging/setLevel."""
+        capabilities = self.capabilities
+        return (capabilities is not None and capabilities.logging is not None
+                and self.protocol_version not in MODERN_PROTOCOL_VERSIONS)
+
+    async def set_log_level(self, level: str) -> None:
+        await self._notify_session(lambda session: session.set_logging_level(level), "logging/setLevel")
+
+    async def roots_changed(self) -> None:
+        await self._notify_session(lambda session: session.send_roots_list_changed(), "roots/list_changed")
+
+    async def _notify_session(self, send: Callable[[Any], Any], what: str) -> None:
+        connection = self._connection
+        if connection is None or self.state is not State.ready:
+            return
+        try:
+            with anyio.fail_after(self.connect_timeout), warnings.catch_warnings():
+                warnings.simplefilter("ignore", MCPDeprecationWarning)  # both are handshake-era vocabulary
+                await send(connection.session)
+        except (*_CONNECTION_LOST, TimeoutError, MCPError) as exc:
+            logger.info("server '%s': %s was not delivered: %s", self.name, what, describe_exception(exc))
+
     # -- requests -----------------------------------------------------------------------------
 
     async def request(self, invocation: Invocation) -> Result:
@@ -339,9 +410,6 @@ class Backend:
             logger.exception("server '%s': %s failed inside the gateway", self.name, invocation.what)
             raise GatewayBug(f"{invocation.what} on server '{self.name}' failed inside the gateway (logged); "
                              f"the backend is unaffected") from None
-        if tool is not None and result.get("resultType", "complete") != "complete":
-            raise BackendError(f"server '{self.name}' answered '{tool}' with a '{result.get('resultType')}' "
-                               f"result (it asks the caller for input), which the gateway does not relay")
         return result
 
     def _lost_during(self, what: str) -> BackendUnavailable:

@@ -19,6 +19,9 @@ LogMessage = mcp_types.LoggingMessageNotificationParams
 ProgressSink = Callable[[float, float | None, str | None], Awaitable[None]]
 LogSink = Callable[[LogMessage], Awaitable[None]]
 Result = dict[str, Any]  # the backend's result as it came on the wire
+# Sends a request of the backend's (sampling/createMessage, elicitation/create, roots/list) to the
+# client whose request caused it and returns the client's result; refusals raise mcp's MCPError.
+Ask = Callable[[str, dict[str, Any]], Awaitable[Result]]
 CallNext = Callable[["Invocation"], Awaitable[Result]]
 Interceptor = Callable[["Invocation", CallNext], Awaitable[Result]]
 
@@ -31,18 +34,25 @@ class Road(StrEnum):
     resource = "resource"
     prompt = "prompt"
     pipeline = "pipeline"
+    completion = "completion"  # completion/complete for a re-exported prompt or resource template
+    subscription = "subscription"  # resources/subscribe and unsubscribe
 
 
 @dataclass(slots=True, eq=False)  # each request is itself, however alike two are
 class Invocation:
     road: Road
     server: str
-    method: str  # tools/call, resources/read or prompts/get
+    method: str  # tools/call, resources/read, prompts/get; also completion/complete, resources/(un)subscribe
     params: dict[str, Any]  # as the backend will get them: its own tool, prompt or resource names
     timeout: float | None = None  # seconds; None: the server's timeout
     caller: str | None = None  # who asked, where the transport tells: a handshake-era session id
     progress: ProgressSink | None = None  # the caller's, when it asked for progress
     log: LogSink | None = None  # where the backend's log messages for this request go
+    ask: Ask | None = None  # None: the caller cannot be asked anything
+    client: object = None  # the caller's connection, one object per client (per request on 2026-07-28)
+    # The caller takes a result that asks it for input (2026-07-28 `input_required`) as it is, and
+    # retries with the answers itself; otherwise the gateway asks through `ask` and retries.
+    takes_input_required: bool = False
 
     @property
     def what(self) -> str:
@@ -51,7 +61,9 @@ class Invocation:
             return f"the call to '{self.params.get('name')}'"
         if self.method == "resources/read":
             return f"reading '{self.params.get('uri')}'"
-        return f"the prompt '{self.params.get('name')}'"
+        if self.method == "prompts/get":
+            return f"the prompt '{self.params.get('name')}'"
+        return self.method
 
     @property
     def tool(self) -> str | None:

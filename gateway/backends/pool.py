@@ -12,7 +12,7 @@ import anyio
 from gateway.backends.backend import Backend, State
 from gateway.backends.errors import BackendError, BackendUnavailable, RegistrationError, UnknownServer
 from gateway.backends.family import keep_reaping
-from gateway.backends.invocation import Interceptor, Invocation, Result, chain
+from gateway.backends.invocation import Ask, Interceptor, Invocation, Result, chain
 from gateway.backends.process import Started
 from gateway.config import GatewaySettings, ServerSpec
 from gateway.names import build_index, check_server_name
@@ -39,6 +39,10 @@ class BackendPool:
         self.tool_index: dict[str, tuple[str, str]] = {}
         self.prompt_index: dict[str, tuple[str, str]] = {}
         self.collisions: list[str] = []
+        # Set by the front: the one handshake-era client a backend's roots/list may go to, when no
+        # request ties it to one; and who hears of a backend's notifications/resources/updated.
+        self.lone_client: Callable[[], Ask | None] = lambda: None
+        self.on_resource_updated: Callable[[Backend, str], None] = lambda _backend, _uri: None
 
     async def __aenter__(self) -> BackendPool:
         self._tg = await self._stack.enter_async_context(anyio.create_task_group())
@@ -53,7 +57,7 @@ class BackendPool:
             self._tg.cancel_scope.cancel()
             await self._stack.__aexit__(*exc_info)
 
-    def _start_task(self, fn: Callable[[], Any]) -> None:
+    def start_task(self, fn: Callable[[], Any]) -> None:
         assert self._tg is not None, "the pool is not running"
         self._tg.start_soon(fn)
 
@@ -105,8 +109,10 @@ class BackendPool:
                                     f"choose another name")
         backend = Backend(name, spec, call_timeout=self.settings.call_timeout,
                           connect_timeout=self.settings.connect_timeout,
-                          on_change=self._changed, start_task=self._start_task, runtime=runtime,
-                          started=None if runtime else self._started.pop(name, None))
+                          on_change=self._changed, start_task=self.start_task, runtime=runtime,
+                          started=None if runtime else self._started.pop(name, None),
+                          lone_client=lambda: self.lone_client(),
+                          on_resource_updated=lambda backend, uri: self.on_resource_updated(backend, uri))
         self._backends[name] = backend  # claims the name at once; visible as "connecting"
         return backend
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from gateway.backends.invocation import Interceptor
 from gateway.config import GatewaySettings
+from gateway.interceptors.input_required import InputRequired
 from gateway.interceptors.redaction import Redaction
 from gateway.interceptors.size_limit import SizeLimit
 from gateway.policy import Redactor
 
 
 def build_interceptors(settings: GatewaySettings, redact: Redactor) -> list[Interceptor]:
-    # Redaction is outermost so that every error text, whichever interceptor made it, is covered.
-    return [Redaction(redact), SizeLimit(settings.max_result_bytes)]
+    # Redaction is outermost so that every error text, whichever interceptor made it, is covered;
+    # each retry with a client's answers passes the size limit again.
+    return [Redaction(redact), InputRequired(), SizeLimit(settings.max_result_bytes)]
