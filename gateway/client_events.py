@@ -6,7 +6,10 @@ about its backends when it connects.
   client misses what it asked for and none is flooded below it.
 - `notifications/roots/list_changed` from a client goes on to each backend that asked for roots.
 - The capabilities in `initialize` say only what the backends offer: `resources.subscribe` when
-  one of them supports subscriptions, `completions` when one of them completes arguments.
+  one of them supports subscriptions, `completions` when one of them completes arguments. A
+  backend still starting is not waited for (the gateway serves at once, whatever its backends do):
+  until it is ready, what it will offer is unknown, and both are offered; a request a backend then
+  turns out not to support gets a clear error.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from pydantic import BaseModel
 
 from gateway import _compat
 from gateway.backends.backend import Backend, State
@@ -36,8 +40,11 @@ class ClientEvents:
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         result = await call_next(ctx)
-        if ctx.method == "initialize" and isinstance(result, dict):
-            _offer_what_backends_offer(result, self._pool.backends())
+        if ctx.method in ("initialize", "server/discover") and isinstance(result, dict | BaseModel):
+            if isinstance(result, BaseModel):
+                result = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+            # 2026-07-28 has no resources/subscribe (its subscriptions/listen is not relayed yet)
+            _offer_what_backends_offer(result, self._pool.backends(), subscribe=ctx.method == "initialize")
         elif ctx.method == "logging/setLevel" and isinstance(ctx.params, Mapping):
             level = ctx.params.get("level")
             if level in SEVERITY:
@@ -72,11 +79,13 @@ class ClientEvents:
             self._pool.start_task(lambda backend=backend, level=level: backend.set_log_level(level or "debug"))
 
 
-def _offer_what_backends_offer(result: dict[str, Any], backends: list[Backend]) -> None:
+def _offer_what_backends_offer(result: dict[str, Any], backends: list[Backend], *, subscribe: bool) -> None:
     offered = [b.capabilities for b in backends if b.capabilities is not None]
+    unknown = any(b.state is State.connecting and not b.ever_ready for b in backends)
     capabilities = result.setdefault("capabilities", {})
-    if any(c.completions is not None for c in offered):
+    if unknown or any(c.completions is not None for c in offered):
         capabilities["completions"] = {}
     resources = capabilities.get("resources")
-    if isinstance(resources, dict):
-        resources["subscribe"] = any(c.resources is not None and bool(c.resources.subscribe) for c in offered)
+    if isinstance(resources, dict) and subscribe:
+        resources["subscribe"] = unknown or any(c.resources is not None and bool(c.resources.subscribe)
+                                                for c in offered)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 from fastmcp import FastMCP
+from mcp_types import SubscriptionsListenRequestParams
 
 from gateway import _compat
 from gateway.backends.pool import BackendPool
@@ -20,6 +21,7 @@ from gateway.control import CONTROL_TOOLS, add_control_tools, servers_report
 from gateway.fastpath import FastRelay
 from gateway.http import add_admin_routes
 from gateway.interceptors import build_interceptors
+from gateway.listen import Listening
 from gateway.notify import LegacySessions
 from gateway.persistence import StateFile
 from gateway.pipeline_tools import PipelineProvider
@@ -40,7 +42,8 @@ register_server / remove_server change the set of servers at runtime."""
 
 def build_gateway(config: GatewayConfig, pool: BackendPool, registry: PipelineRegistry, state: StateFile,
                   redact: Redactor, *, allow_any_command: bool = False,
-                  listening: tuple[str, int] | None = None) -> tuple[FastMCP, LegacySessions]:
+                  listening: tuple[str, int] | None = None
+                  ) -> tuple[FastMCP, Callable[[frozenset[str]], Awaitable[None]]]:
     settings = config.gateway
     registrar = Registrar(pool, RegistrationPolicy.from_config(config, allow_any_command, listening), redact, state,
                           config.mcpServers)
@@ -66,14 +69,23 @@ def build_gateway(config: GatewayConfig, pool: BackendPool, registry: PipelineRe
     # do), and a schema without them has nothing to check; FastMCP's own lookup would also miss
     # backend tools that no tools/list has shown yet.
     lowlevel.get_tool_input_schema = exported.header_params_schema if exported else lambda _name: None
+    subscriptions = Subscriptions(pool)
     lowlevel.middleware.insert(0, FastRelay(pool, lowlevel, exported=exported is not None,
                                             log_floor=lambda session: _compat.client_log_level(mcp, session),
-                                            subscriptions=Subscriptions(pool)))
+                                            subscriptions=subscriptions))
     lowlevel.middleware.insert(1, ClientEvents(pool))
+    listen = Listening(pool, subscriptions)
+    subscriptions.also_tell = listen.updated
+    lowlevel.add_request_handler("subscriptions/listen", SubscriptionsListenRequestParams, listen)
     pool.lone_client = sessions.lone_client
     add_control_tools(mcp, pool, registrar, state)
     add_admin_routes(mcp, lambda: servers_report(pool, redact, state))
-    return mcp, sessions
+    async def lists_changed(kinds: frozenset[str]) -> None:
+        """Tells clients of both eras that these lists ('tools', 'prompts', 'resources') changed."""
+        listen.lists_changed(kinds)
+        await sessions.changed(kinds)
+
+    return mcp, lists_changed
 
 
 @asynccontextmanager
@@ -94,7 +106,7 @@ async def running_gateway(config: GatewayConfig, pipelines_dir: Path | None = No
     async with BackendPool(config.gateway, reserved_names=CONTROL_TOOLS, started=started,
                            interceptors=build_interceptors(config.gateway, redact)) as pool, \
             anyio.create_task_group() as tg:
-        mcp, sessions = build_gateway(config, pool, registry, state, redact,
+        mcp, lists_changed = build_gateway(config, pool, registry, state, redact,
                                       allow_any_command=allow_any_command, listening=listening)
         listed: dict[str, Any] = {"tools": frozenset(), "prompts": [], "resources": []}
 
@@ -107,7 +119,7 @@ async def running_gateway(config: GatewayConfig, pipelines_dir: Path | None = No
             listed.update(now)
             if changed:
                 try:
-                    tg.start_soon(sessions.changed, changed)
+                    tg.start_soon(lists_changed, changed)
                 except RuntimeError:  # shutting down: nobody left to tell
                     pass
 

@@ -1,4 +1,5 @@
-"""Clients' subscriptions to backends' resources (`resources/subscribe`, handshake era).
+"""Clients' subscriptions to backends' resources: a handshake-era client's `resources/subscribe`,
+or a 2026-07-28 client's listen stream (gateway/listen.py).
 
 A backend session is shared, so the gateway subscribes to a backend's resource once, for the first
 client that asks, and unsubscribes when the last one unsubscribes or leaves. A backend's
@@ -11,9 +12,11 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import anyio
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from gateway.backends.backend import Backend, State
 from gateway.backends.errors import BackendError, BackendRejected
@@ -31,9 +34,11 @@ Key = tuple[str, str]  # (server, the backend's own URI)
 class Subscriptions:
     def __init__(self, pool: BackendPool) -> None:
         self._pool = pool
+        self.also_tell: Callable[[str], None] = lambda _uri: None  # told once of each update, namespaced
         self._clients: dict[Key, set[Any]] = defaultdict(set)  # mcp Connections subscribed to each resource
         self._of_client: dict[Any, set[Key]] = {}
         self._subscribed_on: dict[str, int] = {}  # server -> the backend session its subscriptions are on
+        self._watches: dict[Key, Callable[[], None]] = {}  # a 2026-07-28 backend's listen streams, to stop
         self._lock = anyio.Lock()  # subscribe/unsubscribe to backends in order
         pool.on_resource_updated = self._updated
         pool.subscribe(self._backends_changed)
@@ -43,7 +48,7 @@ class Subscriptions:
         backend = self._pool.get(invocation.server)
         await backend.ready_connection(backend.call_timeout)
         resources = backend.capabilities.resources if backend.capabilities else None
-        if resources is None or not resources.subscribe:
+        if resources is None or not (resources.subscribe or resources.list_changed and _modern(backend)):
             raise BackendRejected(-32601, f"server '{invocation.server}' does not support resource subscriptions, so "
                                           f"'{uri}' cannot be subscribed to")
         mine = self._of_client.get(connection)
@@ -56,7 +61,7 @@ class Subscriptions:
             raise BackendError(f"a client may hold at most {MAX_PER_CLIENT} subscriptions")
         async with self._lock:
             if not self._clients.get(key):
-                await self._pool.invoke(invocation)
+                await self._on_backend(backend, invocation)
                 self._subscribed_on[key[0]] = backend.sessions
             self._clients[key].add(connection)
             mine.add(key)
@@ -75,10 +80,26 @@ class Subscriptions:
             if clients:
                 return
             del self._clients[key]
+        stop = self._watches.pop(key, None)
+        if stop is not None:
+            stop()
+            return
         try:
             await self._pool.invoke(Invocation(Road.subscription, key[0], "resources/unsubscribe", {"uri": key[1]}))
         except BackendError as exc:  # the backend is gone or restarted: nothing left to undo
             logger.debug("unsubscribing from %s: %s", key, exc)
+
+    async def _on_backend(self, backend: Backend, invocation: Invocation) -> None:
+        """Subscribes the backend: by `resources/subscribe` in the handshake era, by a listen stream
+        of its own in 2026-07-28, which has no such request."""
+        if not _modern(backend):
+            await self._pool.invoke(invocation)
+            return
+        key = (backend.name, invocation.params["uri"])
+        stop = self._watches.pop(key, None)
+        if stop is not None:
+            stop()
+        self._watches[key] = backend.watch_resource(key[1])
 
     async def _left(self, connection: Any) -> None:
         for key in list(self._of_client.get(connection, ())):
@@ -90,6 +111,7 @@ class Subscriptions:
         if clients:
             shown = namespace_uri(backend.name, uri)
             self._pool.start_task(lambda: _tell(clients, shown))
+            self.also_tell(shown)
 
     def _backends_changed(self) -> None:
         for backend in self._pool.backends():
@@ -101,10 +123,15 @@ class Subscriptions:
     async def _resubscribe(self, server: str) -> None:
         for key in [key for key, clients in self._clients.items() if key[0] == server and clients]:
             try:
-                await self._pool.invoke(Invocation(Road.subscription, server, "resources/subscribe", {"uri": key[1]}))
+                await self._on_backend(self._pool.get(server), Invocation(Road.subscription, server,
+                                                                          "resources/subscribe", {"uri": key[1]}))
             except BackendError as exc:
                 logger.warning("server '%s' restarted and could not be subscribed to '%s' again: %s",
                                server, key[1], exc)
+
+
+def _modern(backend: Backend) -> bool:
+    return backend.protocol_version in MODERN_PROTOCOL_VERSIONS
 
 
 async def _tell(clients: list[Any], uri: str) -> None:

@@ -17,6 +17,7 @@ from mcp import MCPError
 from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from mcp.client import Transport
+from mcp.client.subscriptions import SubscriptionLost, listen
 from pydantic import TypeAdapter, ValidationError
 
 from gateway.backends.catalog import Catalog, list_catalog
@@ -195,10 +196,47 @@ class Backend:
             self.catalog = catalog
             self.sessions += 1
             self.state = State.ready
+            self._watch_lists(connection)
             self.failures = 0
             self.last_error = None
             self.ever_ready = True
         self._on_change(self)
+
+    def _watch_lists(self, connection: Connection) -> None:
+        """A 2026-07-28 backend tells of changed lists only on a listen stream: one is kept open on
+        each of its sessions whose server says its lists change."""
+        capabilities = connection.session.server_capabilities
+        if self.protocol_version not in MODERN_PROTOCOL_VERSIONS or capabilities is None:
+            return
+        kinds = {"tools_list_changed": capabilities.tools, "prompts_list_changed": capabilities.prompts,
+                 "resources_list_changed": capabilities.resources}
+        wanted = {kind: True for kind, offered in kinds.items() if offered is not None and offered.list_changed}
+        if wanted:
+            self._start_task(lambda: self._listen(connection, wanted))
+
+    def watch_resource(self, uri: str) -> Callable[[], None]:
+        """Updates of one resource of a 2026-07-28 backend, on a listen stream of its current session,
+        until the returned function is called or the session ends."""
+        connection = self._connection
+        scope = anyio.CancelScope()
+        if connection is not None:
+            async def run() -> None:
+                with scope:
+                    await self._listen(connection, {"resource_subscriptions": [uri]})
+
+            self._start_task(run)
+        return scope.cancel
+
+    async def _listen(self, connection: Connection, wanted: dict[str, Any]) -> None:
+        """Holds a listen stream open. Its events reach the session's message handler too, which
+        acts on them as on the same notifications of a handshake-era session."""
+        try:
+            async with listen(connection.session, **wanted) as stream:
+                async for _event in stream:
+                    pass
+        except (*_CONNECTION_LOST, TimeoutError, MCPError, SubscriptionLost) as exc:
+            if self._connection is connection:  # else the session is simply over
+                logger.info("server '%s': its listen stream ended: %s", self.name, describe_exception(exc))
 
     def _record_failure(self, reason: str) -> None:
         tail = self.stderr.tail() if self.stderr else ""
