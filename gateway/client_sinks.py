@@ -81,8 +81,11 @@ class ClientSinks:
     ask: Ask | None
     client: object  # the client's connection: the same object for every request of one client
 
-    def attach(self, invocation: Invocation) -> Invocation:
-        invocation.progress, invocation.log, invocation.caller = self.progress, self.log, self.caller
+    def attach(self, invocation: Invocation, *, with_progress: bool = True) -> Invocation:
+        """Makes the invocation this client's. A pipeline's steps go without progress: the pipeline
+        reports its own."""
+        invocation.progress = self.progress if with_progress else None
+        invocation.log, invocation.caller = self.log, self.caller
         invocation.ask, invocation.client = self.ask, self.client
         return invocation
 

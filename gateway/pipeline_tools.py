@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from functools import partial
 from typing import Annotated, Any
 
 import mcp_types
@@ -58,9 +59,9 @@ def _finish(report: dict[str, Any], redact: Redactor) -> tuple[dict[str, Any], s
 
 async def _run(pipeline: Pipeline, inputs: dict[str, Any], pool: BackendPool, redact: Redactor) -> ToolResult:
     sinks = current_sinks()
-    progress, log, caller = (sinks.progress, sinks.log, sinks.caller) if sinks else (None, None, None)
     try:
-        report = await run_pipeline(pipeline, inputs, pool, progress, log, caller)
+        report = await run_pipeline(pipeline, inputs, pool, sinks.progress if sinks else None,
+                                    partial(sinks.attach, with_progress=False) if sinks else None)
     except PipelineError as exc:
         raise ToolError(redact(str(exc))) from None
     report, text = await off_loop(_finish, report, redact)  # up to max_output_bytes of walking

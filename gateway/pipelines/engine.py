@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 
 from gateway.backends.errors import BackendError
-from gateway.backends.invocation import Invocation, LogSink, Road
+from gateway.backends.invocation import Invocation, Road
 from gateway.backends.pool import BackendPool
 from gateway.config import PipelineLimits
 from gateway.pipelines.budget import MAX_DEPTH, Budget, nests_deeper, off_loop, size_of
@@ -111,14 +111,15 @@ def _kept(result: dict[str, Any], output_schema: dict[str, Any] | None, limit: i
 
 class PipelineRun:
     def __init__(self, pipeline: Pipeline, inputs: dict[str, Any], pool: BackendPool,
-                 progress: StepProgress | None, log: LogSink | None, caller: str | None,
+                 progress: StepProgress | None, on_behalf: Callable[[Invocation], Invocation] | None,
                  limits: PipelineLimits) -> None:
         self.pipeline = pipeline
         self.inputs = inputs
         self.pool = pool
         self.progress = progress
-        self.log = log  # the pipeline caller's: backends' log messages during its steps go there
-        self.caller = caller
+        # gives a step's request the pipeline caller's sinks: backends' log messages and requests
+        # (sampling, elicitation, roots) during its steps go to that client
+        self.on_behalf = on_behalf or (lambda invocation: invocation)
         self.runs = {step_id: StepRun() for step_id in pipeline.steps}
         self.finished = 0
         self.failure: str | None = None
@@ -276,9 +277,9 @@ class PipelineRun:
         for attempt in range(spec.retries + 1):
             run.attempts += 1
             try:
-                result = await self.pool.invoke(Invocation(
+                result = await self.pool.invoke(self.on_behalf(Invocation(
                     Road.pipeline, spec.server, "tools/call", {"name": spec.tool, "arguments": args},
-                    timeout=spec.timeout, caller=self.caller, log=self.log))
+                    timeout=spec.timeout)))
                 if not result.get("isError"):
                     schema = self.pool.get(spec.server).catalog.tool(spec.tool).tool.output_schema
                     # off the loop: the result may be megabytes of JSON text to parse and measure
@@ -295,10 +296,10 @@ class PipelineRun:
 
 
 async def run_pipeline(pipeline: Pipeline, inputs: dict[str, Any], pool: BackendPool,
-                       progress: StepProgress | None = None, log: LogSink | None = None,
-                       caller: str | None = None) -> dict[str, Any]:
+                       progress: StepProgress | None = None,
+                       on_behalf: Callable[[Invocation], Invocation] | None = None) -> dict[str, Any]:
     """Checks inputs (raising PipelineError before anything runs), then runs every step; each
     step is a request through the pool's one entry."""
     limits = pool.settings.pipelines
     checked = await off_loop(check_inputs, pipeline, inputs, limits.max_render_bytes)
-    return await PipelineRun(pipeline, checked, pool, progress, log, caller, limits).execute()
+    return await PipelineRun(pipeline, checked, pool, progress, on_behalf, limits).execute()
