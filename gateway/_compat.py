@@ -23,6 +23,7 @@ from mcp.server.connection import Connection
 from mcp.server.lowlevel import Server
 from mcp.server.session import ServerSession
 from mcp.shared.inbound import MCP_NAME_HEADER, NAME_BEARING_METHODS, encode_header_value
+from mcp_types import CLIENT_CAPABILITIES_META_KEY
 
 from gateway.session_state import SessionState
 
@@ -128,7 +129,8 @@ def client_log_level(mcp: FastMCP, session: ServerSession) -> str | None:
 
 
 async def send_raw_request(session: ClientSession, method: str, params: dict[str, Any], *, timeout: float,
-                           progress: ProgressFn | None = None) -> dict[str, Any]:
+                           progress: ProgressFn | None = None,
+                           client_capabilities: dict[str, Any] | None = None) -> dict[str, Any]:
     """Sends a request exactly as `ClientSession.send_request` would and returns the raw result.
 
     `ClientSession.call_tool` builds a request model, dumps it, validates the raw result twice and
@@ -141,6 +143,9 @@ async def send_raw_request(session: ClientSession, method: str, params: dict[str
     if progress is not None:
         opts["on_progress"] = progress
     session._stamp(data, opts)  # protocol-era _meta and headers (Mcp-Method, Mcp-Param-*)
+    meta = data["params"].get("_meta")
+    if client_capabilities is not None and isinstance(meta, dict) and CLIENT_CAPABILITIES_META_KEY in meta:
+        meta[CLIENT_CAPABILITIES_META_KEY] = client_capabilities  # 2026-07-28: stated per request
     name_key = NAME_BEARING_METHODS.get(method)
     if name_key is not None and isinstance(name := params.get(name_key), str):
         opts.setdefault("headers", {}).setdefault(MCP_NAME_HEADER, encode_header_value(name))

@@ -80,13 +80,15 @@ class ClientSinks:
     caller: str | None  # the client's session id, where its transport has one
     ask: Ask | None
     client: object  # the client's connection: the same object for every request of one client
+    capabilities: dict[str, Any]  # what of _NEEDS the client declared it can answer
 
-    def attach(self, invocation: Invocation, *, with_progress: bool = True) -> Invocation:
-        """Makes the invocation this client's. A pipeline's steps go without progress: the pipeline
-        reports its own."""
-        invocation.progress = self.progress if with_progress else None
+    def attach(self, invocation: Invocation, *, pipeline_step: bool = False) -> Invocation:
+        """Makes the invocation this client's. A pipeline's steps go without progress (the pipeline
+        reports its own), and a client that cannot be sent requests cannot answer them there."""
+        invocation.progress = None if pipeline_step else self.progress
         invocation.log, invocation.caller = self.log, self.caller
         invocation.ask, invocation.client = self.ask, self.client
+        invocation.client_capabilities = {} if pipeline_step and self.ask is None else self.capabilities
         return invocation
 
 
@@ -105,7 +107,16 @@ def sinks_for(session: ServerSession, request_id: mcp_types.RequestId | None, me
 
     connection = _compat.connection_of(session)
     return ClientSinks(session.report_progress if wants_progress else None, log, connection.session_id,
-                       asks_client(session, request_id), connection)
+                       asks_client(session, request_id), connection, answerable(session))
+
+
+def answerable(session: ServerSession) -> dict[str, Any]:
+    """The client's declared capabilities among those a backend may ask it to use."""
+    declared = session.client_capabilities
+    if declared is None:
+        return {}
+    return {name: value.model_dump(by_alias=True, mode="json", exclude_none=True)
+            for name, _, _ in _NEEDS.values() if (value := getattr(declared, name)) is not None}
 
 
 def current_sinks() -> ClientSinks | None:

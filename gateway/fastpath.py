@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import anyio
 import mcp_types
 from fastmcp.exceptions import ToolError
 from mcp import MCPError
@@ -158,8 +159,8 @@ class FastRelay:
         params = invocation.params
         target = (invocation.method, invocation.server, str(params.get("name") or params.get("uri")))
         if self._exchanges.is_ours(params.get("requestState")):
-            return await self._exchanges.resume(params["requestState"], target, params.get("inputResponses")
-                                                ).next_step()
+            return await _next_step(self._exchanges.resume(params["requestState"], target,
+                                                           params.get("inputResponses")))
         if invocation.server not in self._pool or self._pool.get(invocation.server).protocol_version \
                 in MODERN_PROTOCOL_VERSIONS:
             return await self._pool.invoke(invocation)  # a 2026-07-28 backend asks by its result, relayed as is
@@ -173,7 +174,7 @@ class FastRelay:
             invocation.ask = ask
             return await self._pool.invoke(invocation)
 
-        return await self._exchanges.begin(target, timeout, run).next_step()
+        return await _next_step(self._exchanges.begin(target, timeout, run))
 
     async def _subscription(self, ctx: ServerRequestContext[Any, Any], invocation: Invocation) -> dict[str, Any]:
         connection = _compat.connection_of(ctx.session)
@@ -218,6 +219,16 @@ class FastRelay:
         elif meta == {}:
             del wire["_meta"]
         return wire
+
+
+async def _next_step(exchange: Exchange) -> dict[str, Any]:
+    """The exchange's next answer for the client; a client that cancels its request (or closes
+    its stream) gives the exchange up, and the backend request is cancelled with it."""
+    try:
+        return await exchange.next_step()
+    except anyio.get_cancelled_exc_class():
+        exchange.scope.cancel()
+        raise
 
 
 def _carry_over(params: Mapping[str, Any], invocation: Invocation) -> None:

@@ -61,7 +61,7 @@ async def _run(pipeline: Pipeline, inputs: dict[str, Any], pool: BackendPool, re
     sinks = current_sinks()
     try:
         report = await run_pipeline(pipeline, inputs, pool, sinks.progress if sinks else None,
-                                    partial(sinks.attach, with_progress=False) if sinks else None)
+                                    partial(sinks.attach, pipeline_step=True) if sinks else None)
     except PipelineError as exc:
         raise ToolError(redact(str(exc))) from None
     report, text = await off_loop(_finish, report, redact)  # up to max_output_bytes of walking

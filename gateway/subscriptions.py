@@ -99,7 +99,7 @@ class Subscriptions:
         stop = self._watches.pop(key, None)
         if stop is not None:
             stop()
-        self._watches[key] = backend.watch_resource(key[1])
+        self._watches[key] = await backend.watch_resource(key[1])
 
     async def _left(self, connection: Any) -> None:
         for key in list(self._of_client.get(connection, ())):

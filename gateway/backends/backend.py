@@ -214,29 +214,39 @@ class Backend:
         if wanted:
             self._start_task(lambda: self._listen(connection, wanted))
 
-    def watch_resource(self, uri: str) -> Callable[[], None]:
+    async def watch_resource(self, uri: str) -> Callable[[], None]:
         """Updates of one resource of a 2026-07-28 backend, on a listen stream of its current session,
-        until the returned function is called or the session ends."""
+        until the returned function is called or the session ends. Returns once the backend has
+        acknowledged the stream (or it failed), so no update after that is missed."""
         connection = self._connection
         scope = anyio.CancelScope()
         if connection is not None:
+            acknowledged = anyio.Event()
+
             async def run() -> None:
                 with scope:
-                    await self._listen(connection, {"resource_subscriptions": [uri]})
+                    await self._listen(connection, {"resource_subscriptions": [uri]}, acknowledged)
 
             self._start_task(run)
+            await acknowledged.wait()
         return scope.cancel
 
-    async def _listen(self, connection: Connection, wanted: dict[str, Any]) -> None:
+    async def _listen(self, connection: Connection, wanted: dict[str, Any],
+                      acknowledged: anyio.Event | None = None) -> None:
         """Holds a listen stream open. Its events reach the session's message handler too, which
         acts on them as on the same notifications of a handshake-era session."""
         try:
-            async with listen(connection.session, **wanted) as stream:
+            async with listen(connection.session, **wanted) as stream:  # bounded by the session's read timeout
+                if acknowledged is not None:
+                    acknowledged.set()
                 async for _event in stream:
                     pass
         except (*_CONNECTION_LOST, TimeoutError, MCPError, SubscriptionLost) as exc:
             if self._connection is connection:  # else the session is simply over
                 logger.info("server '%s': its listen stream ended: %s", self.name, describe_exception(exc))
+        finally:
+            if acknowledged is not None:
+                acknowledged.set()
 
     def _record_failure(self, reason: str) -> None:
         tail = self.stderr.tail() if self.stderr else ""

@@ -44,7 +44,8 @@ class InFlight:
         token = _sending.set(invocation)
         try:
             return await _compat.send_raw_request(session, invocation.method, invocation.params, timeout=timeout,
-                                                  progress=invocation.progress)
+                                                  progress=invocation.progress,
+                                                  client_capabilities=invocation.client_capabilities)
         finally:
             _sending.reset(token)
             del self._requests[invocation]

@@ -50,6 +50,9 @@ class Invocation:
     log: LogSink | None = None  # where the backend's log messages for this request go
     ask: Ask | None = None  # None: the caller cannot be asked anything
     client: object = None  # the caller's connection, one object per client (per request on 2026-07-28)
+    # What the caller's client can answer (sampling, elicitation, roots), as a 2026-07-28 request's
+    # `_meta` states it: such a backend learns it per request. None: all the gateway can answer.
+    client_capabilities: dict[str, Any] | None = None
     # The caller takes a result that asks it for input (2026-07-28 `input_required`) as it is, and
     # retries with the answers itself; otherwise the gateway asks through `ask` and retries.
     takes_input_required: bool = False
