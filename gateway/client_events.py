@@ -5,7 +5,7 @@ about its backends when it connects.
   handshake-era backends are set to the lowest level any connected client asked for, so that no
   client misses what it asked for and none is flooded below it.
 - `notifications/roots/list_changed` from a client goes on to each backend that asked for roots.
-- The capabilities in `initialize` say only what the backends offer: `resources.subscribe` when
+- The capabilities in `initialize` (and `server/discover`) say only what the backends offer: `resources.subscribe` when
   one of them supports subscriptions, `completions` when one of them completes arguments. A
   backend still starting is not waited for (the gateway serves at once, whatever its backends do):
   until it is ready, what it will offer is unknown, and both are offered; a request a backend then
@@ -43,8 +43,7 @@ class ClientEvents:
         if ctx.method in ("initialize", "server/discover") and isinstance(result, dict | BaseModel):
             if isinstance(result, BaseModel):
                 result = result.model_dump(by_alias=True, mode="json", exclude_none=True)
-            # 2026-07-28 has no resources/subscribe (its subscriptions/listen is not relayed yet)
-            _offer_what_backends_offer(result, self._pool.backends(), subscribe=ctx.method == "initialize")
+            _offer_what_backends_offer(result, self._pool.backends())
         elif ctx.method == "logging/setLevel" and isinstance(ctx.params, Mapping):
             level = ctx.params.get("level")
             if level in SEVERITY:
@@ -79,13 +78,13 @@ class ClientEvents:
             self._pool.start_task(lambda backend=backend, level=level: backend.set_log_level(level or "debug"))
 
 
-def _offer_what_backends_offer(result: dict[str, Any], backends: list[Backend], *, subscribe: bool) -> None:
+def _offer_what_backends_offer(result: dict[str, Any], backends: list[Backend]) -> None:
     offered = [b.capabilities for b in backends if b.capabilities is not None]
     unknown = any(b.state is State.connecting and not b.ever_ready for b in backends)
     capabilities = result.setdefault("capabilities", {})
     if unknown or any(c.completions is not None for c in offered):
         capabilities["completions"] = {}
     resources = capabilities.get("resources")
-    if isinstance(resources, dict) and subscribe:
+    if isinstance(resources, dict):  # subscribed to by resources/subscribe, or on a listen stream
         resources["subscribe"] = unknown or any(c.resources is not None and bool(c.resources.subscribe)
                                                 for c in offered)

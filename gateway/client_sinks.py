@@ -62,11 +62,11 @@ def asks_client(session: ServerSession, request_id: mcp_types.RequestId | None) 
     channel when there is none. None for 2026-07-28 clients, which cannot be sent requests."""
     if session.protocol_version in MODERN_PROTOCOL_VERSIONS:
         return None
-    metadata = ServerMessageMetadata(related_request_id=request_id) if request_id is not None else None
 
     async def ask(method: str, params: dict[str, Any]) -> dict[str, Any]:
         model = check_can_answer(session, method)
         request = model.model_validate({"method": method, "params": params}, by_name=False)
+        metadata = ServerMessageMetadata(related_request_id=request_id) if request_id is not None else None
         result = await session.send_request(request, _AsSent, metadata=metadata)  # type: ignore[arg-type]
         return result.model_dump(mode="json")
 

@@ -69,7 +69,9 @@ class FastRelay:
                 invocation = self._resolve(ctx.method, ctx.params)
             if invocation is not None:
                 _carry_over(ctx.params, invocation)
-                if invocation.road is Road.subscription:
+                if invocation.road is Road.subscription:  # handshake-era vocabulary (2026-07-28 listens)
+                    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+                        return await call_next(ctx)
                     return await self._subscription(ctx, invocation)
                 return self._wire(ctx, invocation, await self._relay(ctx, invocation))
         return await call_next(ctx)
@@ -183,7 +185,7 @@ class FastRelay:
             if invocation.method == "resources/subscribe":
                 await self._subscriptions.subscribe(connection, uri, invocation)
             else:
-                await self._subscriptions.unsubscribe(connection, uri, invocation)
+                await self._subscriptions.unsubscribe(connection, invocation)
         except BackendError as exc:
             code = exc.code if isinstance(exc, BackendRejected) else mcp_types.INTERNAL_ERROR
             raise MCPError(code=code, message=str(exc)) from None

@@ -1,8 +1,7 @@
 """The handshake-era clients connected now, and telling them of changes no request of theirs caused.
 
 Only handshake-era (legacy) connections have a standing channel for that; a 2026-07-28 client
-learns of changes on its next list request.
-"""
+hears of changes on its `subscriptions/listen` stream (gateway/listen.py)."""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+import mcp_types
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from gateway.backends.backend import Backend, State
@@ -48,9 +49,10 @@ class Subscriptions:
         backend = self._pool.get(invocation.server)
         await backend.ready_connection(backend.call_timeout)
         resources = backend.capabilities.resources if backend.capabilities else None
-        if resources is None or not (resources.subscribe or resources.list_changed and _modern(backend)):
-            raise BackendRejected(-32601, f"server '{invocation.server}' does not support resource subscriptions, so "
-                                          f"'{uri}' cannot be subscribed to")
+        if resources is None or not resources.subscribe:  # a 2026-07-28 server's: it serves listen streams
+            raise BackendRejected(mcp_types.METHOD_NOT_FOUND, f"server '{invocation.server}' does not support "
+                                                              f"resource subscriptions, so '{uri}' cannot be "
+                                                              f"subscribed to")
         mine = self._of_client.get(connection)
         if mine is None:
             mine = self._of_client[connection] = set()
@@ -66,9 +68,8 @@ class Subscriptions:
             self._clients[key].add(connection)
             mine.add(key)
 
-    async def unsubscribe(self, connection: Any, uri: str, invocation: Invocation) -> None:
-        key = (invocation.server, invocation.params["uri"])
-        await self._drop(connection, key)
+    async def unsubscribe(self, connection: Any, invocation: Invocation) -> None:
+        await self._drop(connection, (invocation.server, invocation.params["uri"]))
 
     async def _drop(self, connection: Any, key: Key) -> None:
         async with self._lock:

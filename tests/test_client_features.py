@@ -16,9 +16,11 @@ import pytest
 from fastmcp import Client
 from fastmcp.client.messages import MessageHandler
 from mcp import MCPError
+from mcp.client.subscriptions import listen
+from mcp.shared.subscriptions import ResourceUpdated, ToolsListChanged
 
-from conftest import (BACKENDS, MODES, PYTHON, ROOT, backend_spec, http_gateway, settled, stdio_client, text_of,
-                      wait_for, write_config)
+from conftest import (BACKENDS, MODES, PYTHON, ROOT, backend_spec, catalog_entry, http_gateway, settled,
+                      stdio_client, text_of, wait_for, write_config)
 
 INTERACTIVE = BACKENDS / "interactive_server.py"
 EVERYTHING = ROOT / ".node-backends/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
@@ -264,17 +266,47 @@ async def check_subscriptions(url: str) -> None:
         assert own(second_updates) == ["note://new/b", "note://old/b", "note://old/b"]
 
 
+async def check_listen(url: str, mark: str) -> None:
+    """A 2026-07-28 client's listen stream hears of the resources it names, on backends of both
+    eras, and of nothing else it did not ask for; and of the tool list changing when a server is
+    registered."""
+    async with Client(url, mode="auto", timeout=60) as client:
+        assert client.server_capabilities.resources.subscribe is True
+        async with listen(client.session, tools_list_changed=True,
+                          resource_subscriptions=[f"note://{server}/a" for server in SERVERS]) as stream:
+            heard: list[Any] = []
+
+            async def hear() -> None:
+                async for event in stream:
+                    heard.append(event)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(hear)
+                for server in SERVERS:
+                    for name in ("b", "a"):
+                        await client.call_tool(f"{server}__set_note", {"name": name, "text": "listened"})
+                expected = [ResourceUpdated(uri=f"note://{server}/a") for server in SERVERS]
+                await wait_for(lambda: sorted(map(repr, heard)) == sorted(map(repr, expected)), timeout=10,
+                               message="both resource updates on the listen stream")
+                await client.call_tool("register_server", {"name": "late", **catalog_entry(mark)})
+                await wait_for(lambda: ToolsListChanged() in heard, timeout=10,
+                               message="the tool list change on the listen stream")
+                tg.cancel_scope.cancel()
+        await client.call_tool("remove_server", {"name": "late"})
+
+
 @pytest.mark.filterwarnings("ignore:resources/.*subscribe is removed")  # handshake-era requests, on purpose
 async def test_http_front_serves_each_client_its_own(interactive: Interactive, mark: str) -> None:
     """Over streamable HTTP, several clients of one gateway: each answers the backend requests of
     its own calls, a client that cannot answer is refused at once, and each hears only of the
-    resources it subscribed to."""
+    resources it subscribed to (by resources/subscribe, or on a 2026-07-28 listen stream)."""
     async with http_gateway(interactive.config, mark) as (url, _proc):
         async with Client(url, mode="legacy", timeout=60) as client:
             await settled(client)
         await check_routing(url)
         await check_refusals(url)
         await check_subscriptions(url)
+        await check_listen(url, mark)
 
 
 async def test_capabilities_offer_only_what_the_backends_offer(tmp_path: Path, mark: str) -> None:

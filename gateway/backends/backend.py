@@ -14,12 +14,12 @@ from urllib.parse import urlsplit
 import anyio
 import mcp_types
 from mcp import MCPError
-from mcp.shared.exceptions import MCPDeprecationWarning
-from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from mcp.client import Transport
 from mcp.client.subscriptions import SubscriptionLost, listen
-from pydantic import TypeAdapter, ValidationError
+from mcp.shared.exceptions import MCPDeprecationWarning
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+from gateway.backends.callbacks import client_callbacks
 from gateway.backends.catalog import Catalog, list_catalog
 from gateway.backends.connection import Connection, client_for
 from gateway.backends.errors import (BackendRejected, BackendUnavailable, CallTimeout, GatewayBug,
@@ -60,14 +60,6 @@ _LIST_CHANGED = (mcp_types.ToolListChangedNotification, mcp_types.ResourceListCh
                  mcp_types.PromptListChangedNotification)
 
 _MODES = {"auto": "auto", "2025-11-25": "legacy", "2026-07-28": "2026-07-28"}
-
-# The client capabilities every backend is told of: the gateway answers these requests by asking
-# the client whose request caused them, and refuses them, at once, for a client that cannot answer.
-_ASKED_AS = {"sampling_callback": "sampling/createMessage", "elicitation_callback": "elicitation/create",
-             "list_roots_callback": "roots/list"}
-_ANSWERS: dict[str, Any] = {"sampling/createMessage": mcp_types.CreateMessageResult | mcp_types.CreateMessageResultWithTools,
-                            "elicitation/create": mcp_types.ElicitResult, "roots/list": mcp_types.ListRootsResult}
-
 
 class Backend:
     def __init__(self, name: str, spec: ServerSpec, *, call_timeout: float, connect_timeout: float,
@@ -127,29 +119,11 @@ class Backend:
         client = client_for(self._transport, self.name, mode=_MODES[self.spec.protocol],
                             read_timeout_seconds=max(self.call_timeout, self.connect_timeout),
                             logging_callback=self.in_flight.deliver_log, message_handler=on_message,
-                            **{option: self._asked(method) for option, method in _ASKED_AS.items()})
+                            **client_callbacks(self.in_flight.ask, lambda: self.call_timeout, self._was_asked))
         return Connection(client, self._start_task)
 
-    def _asked(self, method: str) -> Callable[..., Any]:
-        """The session's callback for one kind of request the backend makes of its client."""
-        answer = TypeAdapter(_ANSWERS[method])
-
-        async def callback(_context: Any, params: Any = None) -> Any:
-            self.asked_for_roots = self.asked_for_roots or method == "roots/list"
-            raw = params.model_dump(by_alias=True, mode="json", exclude_none=True) if params is not None else {}
-            try:
-                with anyio.fail_after(self.call_timeout):
-                    return answer.validate_python(await self.in_flight.ask(method, raw), by_name=False)
-            except MCPError as exc:
-                return exc.error
-            except TimeoutError:
-                return mcp_types.ErrorData(code=mcp_types.REQUEST_TIMEOUT,
-                                           message=f"the client did not answer {method} in time")
-            except ValidationError:
-                return mcp_types.ErrorData(code=mcp_types.INTERNAL_ERROR,
-                                           message=f"the client's answer to {method} is not a valid result")
-
-        return callback
+    def _was_asked(self, method: str) -> None:
+        self.asked_for_roots = self.asked_for_roots or method == "roots/list"
 
     async def connect(self) -> None:
         """Starts (or restarts) the session and lists the backend's components."""

@@ -71,7 +71,8 @@ class InFlight:
         owner = self.owner()
         if owner is None and _sending.get() is None and self._requests:
             clients = {id(invocation.client) for invocation in self._requests}
-            if len(clients) == 1:  # several requests, all of one client: any of them will do
+            if len(clients) == 1 and next(iter(self._requests)).client is not None:
+                # several requests, all of one client: any of them will do
                 owner = max(self._requests, key=self._requests.__getitem__)
         if owner is not None:
             if owner.ask is None:
