@@ -133,8 +133,8 @@ async def refusal(client: Client, tool: str) -> tuple[str, str]:
 
 async def check_legacy_client_messages(client: Client, interactive: Interactive, logs: list[tuple[str, str]]) -> None:
     """A handshake-era client's ping is answered; its log level reaches the handshake-era backend
-    and filters what it is sent (`logs`, as its log handler got them); its roots change and its
-    cancellations reach the backends."""
+    and filters what it is sent (`logs`, as its log handler got them); its roots change reaches
+    the backend that asked for roots."""
     assert await client.ping() is True
 
     async def check_logged(server: str, expected: list[str]) -> None:
@@ -155,6 +155,10 @@ async def check_legacy_client_messages(client: Client, interactive: Interactive,
     await wait_for(lambda: "roots_changed" in interactive.recorded("old"), timeout=5,
                    message="the backend to hear the roots changed")
 
+
+async def check_cancellation(client: Client, interactive: Interactive) -> None:
+    """A call the client gives up on is cancelled at the backend (for a 2026-07-28 client of a
+    handshake-era backend, the exchange that stands for it is given up), and the session goes on."""
     for server, era in SERVERS.items():
         started = time.monotonic()
         with pytest.raises(MCPError, match="timed out"):
@@ -184,6 +188,7 @@ async def test_backends_of_both_eras_over_stdio(interactive: Interactive, mark: 
         await check_resources(client)
         await check_completions(client)
         await check_meta(client)
+        await check_cancellation(client, interactive)
         if mode == "legacy":  # requests and notifications of the handshake era only
             await check_legacy_client_messages(client, interactive, logs)
 
@@ -307,6 +312,14 @@ async def test_http_front_serves_each_client_its_own(interactive: Interactive, m
         await check_refusals(url)
         await check_subscriptions(url)
         await check_listen(url, mark)
+
+
+async def test_sse_front_relays_backend_requests(interactive: Interactive, mark: str) -> None:
+    """A client of the gateway's SSE front (handshake era) answers the backends' requests too."""
+    async with http_gateway(interactive.config, mark, "sse") as (url, _proc):
+        async with Client(url, timeout=60, **answering("sse")) as client:
+            await settled(client)
+            await check_backend_requests(client, "sse")
 
 
 async def test_capabilities_offer_only_what_the_backends_offer(tmp_path: Path, mark: str) -> None:

@@ -152,7 +152,9 @@ async def test_a_backend_writing_junk_costs_the_others_nothing(tmp_path: Path, m
         async with anyio.create_task_group() as tg:
             tg.start_soon(junk)
             tg.start_soon(sample)
-        assert len(samples) > 10 and served_promptly(samples), samples
+        # a blocked loop would hold every sample for the seconds the junk takes to arrive; the
+        # bound leaves room for a loaded 2-core machine's scheduler
+        assert len(samples) >= 5 and served_promptly(samples, bound=0.3), samples
         assert set(echoed) == {"ok"}
         assert (await client.call_tool("junk__echo", {"text": "and itself"})).data == "and itself"
 
