@@ -137,7 +137,8 @@ class CallBackendTool(Tool):
 
 
 async def _notify_changed(ctx: Context) -> None:
-    # Only the calling client can be told; a modern-era client has no standing channel.
+    # On the call's own stream: a 2026-07-28 caller without a listen stream hears of it only so
+    # (every other client is told by the gateway when the pool changes).
     for note in (mcp_types.ToolListChangedNotification(), mcp_types.ResourceListChangedNotification(),
                  mcp_types.PromptListChangedNotification()):
         await ctx.send_notification(note)
