@@ -89,12 +89,12 @@ ATTACKS = [
 
 @pytest.mark.parametrize(("template", "expected"), ATTACKS, ids=[a[0] for a in ATTACKS])
 def test_templates_refuse_what_would_grow_without_bound(template: str, expected: str) -> None:
-    started = time.monotonic()
+    started = time.thread_time()  # CPU spent on the render, whatever else the machine runs
     compiled = compile_value(template, "args.text", "step 'a', ")
     with pytest.raises(TemplateProblem) as caught:
         compiled.render({"inputs": {"big": BIG}, "steps": {}})
     assert str(caught.value).startswith(f"step 'a', field 'args.text': {expected}"), str(caught.value)
-    assert time.monotonic() - started < 1
+    assert time.thread_time() - started < 1
 
 
 @pytest.mark.parametrize(("template", "expected"), [
