@@ -77,7 +77,6 @@ def asks_client(session: ServerSession, request_id: mcp_types.RequestId | None) 
 class ClientSinks:
     progress: ProgressSink | None  # None when the request asked for no progress
     log: LogSink
-    caller: str | None  # the client's session id, where its transport has one
     ask: Ask | None
     client: object  # the client's connection: the same object for every request of one client
     capabilities: dict[str, Any]  # what of _NEEDS the client declared it can answer
@@ -86,7 +85,7 @@ class ClientSinks:
         """Makes the invocation this client's. A pipeline's steps go without progress (the pipeline
         reports its own), and a client that cannot be sent requests cannot answer them there."""
         invocation.progress = None if pipeline_step else self.progress
-        invocation.log, invocation.caller = self.log, self.caller
+        invocation.log = self.log
         invocation.ask, invocation.client = self.ask, self.client
         invocation.client_capabilities = {} if pipeline_step and self.ask is None else self.capabilities
         return invocation
@@ -106,7 +105,7 @@ def sinks_for(session: ServerSession, request_id: mcp_types.RequestId | None, me
         await sending
 
     connection = _compat.connection_of(session)
-    return ClientSinks(session.report_progress if wants_progress else None, log, connection.session_id,
+    return ClientSinks(session.report_progress if wants_progress else None, log,
                        asks_client(session, request_id), connection, answerable(session))
 
 

@@ -45,7 +45,6 @@ class Invocation:
     method: str  # tools/call, resources/read, prompts/get; also completion/complete, resources/(un)subscribe
     params: dict[str, Any]  # as the backend will get them: its own tool, prompt or resource names
     timeout: float | None = None  # seconds; None: the server's timeout
-    caller: str | None = None  # who asked, where the transport tells: a handshake-era session id
     progress: ProgressSink | None = None  # the caller's, when it asked for progress
     log: LogSink | None = None  # where the backend's log messages for this request go
     ask: Ask | None = None  # None: the caller cannot be asked anything
