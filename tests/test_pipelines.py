@@ -56,7 +56,9 @@ async def test_independent_steps_run_concurrently_and_dependents_wait(gateway_ur
     report = result.structured_content
     assert report["status"] == "ok", report
     assert report["output"] == {"joined": "slept 0.6 and slept 0.6"}
-    assert 600 <= report["duration_ms"] < 1100, report["duration_ms"]  # not 1.2 s: a and b overlapped
+    a, b = (report["steps"][name]["duration_ms"] for name in ("a", "b"))
+    # a and b overlapped: the whole took less than the two one after the other, however loaded the machine
+    assert 600 <= max(a, b) <= report["duration_ms"] < a + b, (a, b, report["duration_ms"])
     assert list(report["steps"]) == ["a", "b", "c"]
 
 
