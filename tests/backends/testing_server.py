@@ -136,6 +136,24 @@ async def slow(seconds: float, ctx: Context) -> str:
     return f"slept {seconds}"
 
 
+_in_flight: dict[str, int] = {}
+
+
+@mcp.tool
+async def crowd(key: str, seconds: float) -> int:
+    """Sleep for the given number of seconds; answer the most calls with this key seen in flight at once."""
+    _in_flight[key] = _in_flight.get(key, 0) + 1
+    peak = _in_flight[key]
+    try:
+        deadline = asyncio.get_running_loop().time() + seconds
+        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+            peak = max(peak, _in_flight[key])
+            await asyncio.sleep(min(left, 0.02))
+        return max(peak, _in_flight[key])
+    finally:
+        _in_flight[key] -= 1
+
+
 @mcp.tool
 async def hang() -> str:
     """Never answer (until cancelled)."""
