@@ -5,10 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 WITH_SANDBOX=0
+WITH_BROWSER=0
 for option in "$@"; do
     case "$option" in
         --with-sandbox) WITH_SANDBOX=1 ;;  # bubblewrap, for gateway.sandbox = "bwrap"
-        *) echo "setup.sh: unknown option $option (known: --with-sandbox)" >&2; exit 2 ;;
+        --with-browser) WITH_BROWSER=1 ;;  # Debian's chromium, for the console's browser tests
+        *) echo "setup.sh: unknown option $option (known: --with-sandbox, --with-browser)" >&2; exit 2 ;;
     esac
 done
 
@@ -37,6 +39,15 @@ if [ "$WITH_SANDBOX" = 1 ] && ! command -v bwrap >/dev/null 2>&1; then
     [ "$(id -u)" = 0 ] || SUDO="sudo"
     $SUDO apt-get install -y -q bubblewrap >/dev/null 2>&1 ||
         { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q bubblewrap >/dev/null; }
+fi
+
+# Playwright only drives this system browser (tests/test_console_ui.py); nothing here runs
+# `playwright install` or downloads a browser build.
+if [ "$WITH_BROWSER" = 1 ] && [ ! -x /usr/bin/chromium ]; then
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get install -y -q chromium >/dev/null 2>&1 ||
+        { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q chromium >/dev/null; }
 fi
 
 .venv/bin/gateway --help >/dev/null

@@ -11,6 +11,7 @@ import sys
 from enum import Enum
 from ipaddress import ip_address
 from pathlib import Path
+from typing import Any
 
 # Read by fastmcp at import time. Failing calls are answered to the client as error results;
 # fastmcp's own rich tracebacks for them would only flood the console.
@@ -22,6 +23,7 @@ import typer
 from gateway.backends import leftovers
 from gateway.backends.process import Started, kill_unused, start_ahead
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.access import Credentials
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None,
                   help="One MCP server in front of many MCP servers.")
@@ -48,44 +50,69 @@ def _check_internals() -> None:
 
 
 async def _serve(config: GatewayConfig, pipelines: Path, transport: Transport, host: str, port: int,
-                 path: str | None, allow_any_command: bool, tokens: list[str], started: dict[str, Started]) -> None:
+                 path: str | None, allow_any_command: bool, credentials: Credentials, admin_port: int | None,
+                 started: dict[str, Started]) -> None:
     import fastmcp
     from fastmcp.server.http import HostOriginGuardMiddleware
     from starlette.middleware import Middleware
 
+    from gateway.console.sessions import ConsoleSessions
+    from gateway.console.standalone import console_server, generated_admin_token
+    from gateway.console.ui import ui_routes
     from gateway.http import TokenAuth
     from gateway.server import running_gateway
     from gateway.stdio_front import serve_stdio
 
     _check_internals()
     listening = None if transport is Transport.stdio else (host, port)
+    settings = config.gateway
+    sessions = ConsoleSessions()
     async with running_gateway(config, pipelines, allow_any_command=allow_any_command, listening=listening,
-                               started=started) as mcp:
+                               started=started) as gateway:
+        def role_of(token: str) -> Any:
+            access = credentials.access_for(token)
+            return access.role if access else None
+
+        routes = [*gateway.console_routes, *ui_routes(gateway.console, sessions, role_of)]
         if transport is Transport.stdio:
-            await serve_stdio(mcp)
-        else:
-            # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal under
-            # the handler it found; a no-op there lets us go on to stop the backends.
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda *_: None)
-            kind = "sse" if transport is Transport.sse else "streamable-http"
-            settings = config.gateway
-            # FastMCP guards its MCP endpoint against DNS rebinding; the same guard, outermost,
-            # covers the admin routes too.
-            middleware = [Middleware(HostOriginGuardMiddleware, allowed_hosts=settings.allowed_hosts,
-                                     allowed_origins=settings.allowed_origins)]
-            if tokens:
-                middleware.append(Middleware(TokenAuth, tokens=tokens))
-            # run_http_async takes no idle timeout; its streamable-HTTP app reads FastMCP's public
-            # setting. mcp's own default keeps an abandoned handshake-era session for 30 minutes.
-            fastmcp.settings.http_session_idle_timeout = settings.session_idle_timeout
-            await mcp.run_http_async(
-                transport=kind, host=host, port=port, path=path, show_banner=False,
-                # a shutdown waits 1 s for open requests, not uvicorn's default 2, so that the
-                # backends are stopped well within the 5 s a client or supervisor allows
-                uvicorn_config={"log_level": "warning", "timeout_graceful_shutdown": 1},
-                middleware=middleware, allowed_hosts=settings.allowed_hosts,
-                allowed_origins=settings.allowed_origins)
+            if admin_port is None:
+                await serve_stdio(gateway.mcp)
+                return
+            if not credentials.admin_tokens:
+                token_file = config.base_dir() / ".gateway-admin-token"
+                credentials = Credentials(admin_tokens=(generated_admin_token(token_file),))
+                logging.getLogger("gateway").warning("console at http://127.0.0.1:%d/ui; its operator token is in %s",
+                                                     admin_port, token_file)
+            server = console_server(routes, credentials, sessions, admin_port, settings.allowed_hosts,
+                                    settings.allowed_origins)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(server.serve)
+                await serve_stdio(gateway.mcp)
+                server.should_exit = True  # then the task group waits for it to close its port
+            return
+        for route in routes[len(gateway.console_routes):]:
+            gateway.mcp.custom_route(route.path, methods=sorted(route.methods or ()))(route.endpoint)
+        # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal under
+        # the handler it found; a no-op there lets us go on to stop the backends.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: None)
+        kind = "sse" if transport is Transport.sse else "streamable-http"
+        mcp_paths = [path or "/mcp"] if kind == "streamable-http" else [path or "/sse", "/messages/"]
+        # FastMCP guards its MCP endpoint against DNS rebinding; the same guard, outermost,
+        # covers the console and its API too.
+        middleware = [Middleware(HostOriginGuardMiddleware, allowed_hosts=settings.allowed_hosts,
+                                 allowed_origins=settings.allowed_origins),
+                      Middleware(TokenAuth, credentials=credentials, sessions=sessions, mcp_paths=mcp_paths)]
+        # run_http_async takes no idle timeout; its streamable-HTTP app reads FastMCP's public
+        # setting. mcp's own default keeps an abandoned handshake-era session for 30 minutes.
+        fastmcp.settings.http_session_idle_timeout = settings.session_idle_timeout
+        await gateway.mcp.run_http_async(
+            transport=kind, host=host, port=port, path=path, show_banner=False,
+            # a shutdown waits 1 s for open requests, not uvicorn's default 2, so that the
+            # backends are stopped well within the 5 s a client or supervisor allows
+            uvicorn_config={"log_level": "warning", "timeout_graceful_shutdown": 1},
+            middleware=middleware, allowed_hosts=settings.allowed_hosts,
+            allowed_origins=settings.allowed_origins)
 
 
 @app.callback(invoke_without_command=True)
@@ -113,6 +140,13 @@ def serve(
         [], "--auth-token", metavar="TOKEN",
         help="HTTP clients must send 'Authorization: Bearer TOKEN' or 'X-API-Key: TOKEN'. Repeatable; "
              "also GATEWAY_AUTH_TOKENS (comma-separated) and gateway.auth_tokens in the config."),
+    admin_token: list[str] = typer.Option(
+        [], "--admin-token", metavar="TOKEN",
+        help="Operator token: only these may use the console (/ui) and its REST API, and change the "
+             "gateway over HTTP. Repeatable; also GATEWAY_ADMIN_TOKENS and gateway.admin_tokens."),
+    admin_port: int | None = typer.Option(
+        None, "--admin-port", metavar="PORT",
+        help="With the stdio transport: also serve the console and its REST API on 127.0.0.1:PORT."),
     no_auth: bool = typer.Option(
         False, "--no-auth", help="Serve HTTP on a non-loopback --host without tokens (unsafe)."),
     log_level: str = typer.Option("WARNING", help="Gateway log level (logs go to stderr)."),
@@ -126,13 +160,19 @@ def serve(
         config = load_config(auto_register) if auto_register else GatewayConfig()
     except ConfigError as exc:
         _fail(str(exc))
-    tokens = [*auth_token, *config.gateway.auth_tokens,
-              *filter(None, (t.strip() for t in os.environ.get("GATEWAY_AUTH_TOKENS", "").split(",")))]
-    if transport is not Transport.stdio and not tokens and not no_auth and not is_loopback(host):
+    credentials = Credentials(
+        tuple([*auth_token, *config.gateway.auth_tokens, *_from_env("GATEWAY_AUTH_TOKENS")]),
+        tuple([*admin_token, *config.gateway.admin_tokens, *_from_env("GATEWAY_ADMIN_TOKENS")]))
+    if transport is not Transport.stdio and not credentials.required and not no_auth and not is_loopback(host):
         _fail(f"refusing to serve on {host} without authentication: give --auth-token (or "
               f"GATEWAY_AUTH_TOKENS), or --no-auth to accept any client on the network")
     if transport is not Transport.stdio and (problem := _unbindable(host, port)):
         _fail(f"cannot serve on {host}:{port}: {problem}. Choose another --port or stop what uses it", 1)
+    if admin_port is not None:
+        if transport is not Transport.stdio:
+            _fail("--admin-port is for the stdio transport; over HTTP the console is served at /ui on --port")
+        if problem := _unbindable("127.0.0.1", admin_port):
+            _fail(f"cannot serve the console on 127.0.0.1:{admin_port}: {problem}. Choose another --admin-port", 1)
     if config.gateway.sandbox == "bwrap" and not shutil.which("bwrap"):
         _fail("gateway.sandbox is 'bwrap' but bwrap is not installed: install Debian's bubblewrap package "
               "(./setup.sh --with-sandbox) or set gateway.sandbox to 'none'")
@@ -145,7 +185,7 @@ def serve(
     started = start_ahead(config.mcpServers)
     try:
         anyio.run(_serve, config, _pipelines_dir(pipelines, auto_register), transport, host, port, path,
-                  allow_any_command, tokens, started,
+                  allow_any_command, credentials, admin_port, started,
                   # uvloop takes about 0.1 ms of CPU off each call over HTTP; over stdio it saves
                   # less than the 2 MB it costs
                   backend_options={"use_uvloop": transport is not Transport.stdio and _has_uvloop()})
@@ -161,6 +201,10 @@ def serve(
     finally:
         kill_unused(started)
         leftovers.end()
+
+
+def _from_env(name: str) -> list[str]:
+    return [token for token in (t.strip() for t in os.environ.get(name, "").split(",")) if token]
 
 
 def _unbindable(host: str, port: int) -> str | None:
@@ -226,6 +270,8 @@ def validate(
 
 async def _validate(directory: Path, config: GatewayConfig | None) -> tuple[list[str], int]:
     from gateway.backends.pool import BackendPool
+    from gateway.backends.tool_rules import ToolRules
+    from gateway.persistence import StateFile
     from gateway.pipelines.checks import check_against_pool
     from gateway.pipelines.loader import PipelineRegistry
 
@@ -234,7 +280,11 @@ async def _validate(directory: Path, config: GatewayConfig | None) -> tuple[list
     registry.refresh()
     problems = list(registry.errors.values())
     if config is not None:
-        async with BackendPool(config.gateway) as pool:
+        rules = ToolRules(config.mcpServers)
+        state = StateFile(config.state_path())
+        state.load()
+        rules.restore(state.keep("tools", rules.saved))  # the operator's changes made at runtime
+        async with BackendPool(config.gateway, tool_rules=rules) as pool:
             await pool.start_all(config.mcpServers)
             for pipeline in registry.pipelines.values():
                 problems += check_against_pool(pipeline, pool)

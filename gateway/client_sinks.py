@@ -20,7 +20,8 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict
 
 from gateway import _compat
-from gateway.backends.invocation import Ask, Invocation, LogMessage, LogSink, ProgressSink
+from gateway.access import ACCESS_KEY
+from gateway.backends.invocation import Ask, Caller, Invocation, LogMessage, LogSink, ProgressSink
 
 SEVERITY = {level: rank for rank, level in enumerate(get_args(mcp_types.LoggingLevel))}
 
@@ -80,6 +81,7 @@ class ClientSinks:
     ask: Ask | None
     client: object  # the client's connection: the same object for every request of one client
     capabilities: dict[str, Any]  # what of _NEEDS the client declared it can answer
+    caller: Caller
 
     def attach(self, invocation: Invocation, *, pipeline_step: bool = False) -> Invocation:
         """Makes the invocation this client's. A pipeline's steps go without progress (the pipeline
@@ -88,11 +90,13 @@ class ClientSinks:
         invocation.log = self.log
         invocation.ask, invocation.client = self.ask, self.client
         invocation.client_capabilities = {} if pipeline_step and self.ask is None else self.capabilities
+        invocation.caller = self.caller
         return invocation
 
 
-def sinks_for(session: ServerSession, request_id: mcp_types.RequestId | None, meta: Any, floor: LogFloor) -> ClientSinks:
-    """The sinks of one request, given its session, id and `_meta`."""
+def sinks_for(session: ServerSession, request_id: mcp_types.RequestId | None, meta: Any, floor: LogFloor,
+              http_request: Any = None) -> ClientSinks:
+    """The sinks of one request, given its session, id, `_meta` and (over HTTP) its HTTP request."""
     wants_progress = isinstance(meta, Mapping) and meta.get("progressToken") is not None
 
     async def log(message: LogMessage) -> None:
@@ -106,7 +110,20 @@ def sinks_for(session: ServerSession, request_id: mcp_types.RequestId | None, me
 
     connection = _compat.connection_of(session)
     return ClientSinks(session.report_progress if wants_progress else None, log,
-                       asks_client(session, request_id), connection, answerable(session))
+                       asks_client(session, request_id), connection, answerable(session),
+                       caller_of(session, http_request))
+
+
+def caller_of(session: ServerSession, http_request: Any) -> Caller:
+    """Who is asking: the identity the HTTP front's auth gave the request (or stdio), and the client."""
+    if http_request is None:
+        identity = "stdio"
+    else:
+        access = http_request.scope.get("state", {}).get(ACCESS_KEY)
+        identity = access.identity if access is not None else "anonymous"
+    params = session.client_params
+    info = params.client_info if params is not None else None
+    return Caller(identity, f"{info.name} {info.version}" if info is not None else None)
 
 
 def answerable(session: ServerSession) -> dict[str, Any]:
@@ -129,4 +146,4 @@ def current_sinks() -> ClientSinks | None:
     if request is None:
         return None
     return sinks_for(request.session, request.request_id, request.meta,
-                     lambda session: _compat.client_log_level(ctx.fastmcp, session))
+                     lambda session: _compat.client_log_level(ctx.fastmcp, session), request.request)

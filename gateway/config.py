@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from gateway.names import check_server_name
+from gateway.names import VALID_NAME, check_server_name
 from gateway.server_catalog import ServerTemplate
 from gateway.urls import UrlProblem, parse_rule
 
@@ -34,6 +34,23 @@ def looks_secret(name: str) -> bool:
 
 class ConfigError(Exception):
     """A config problem, phrased for the person who wrote the file."""
+
+
+class ToolSetting(BaseModel):
+    """The operator's say over one backend tool: whether it is offered, and under what name and text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool | None = None
+    name: str | None = Field(None, description="exported name, instead of <server>__<tool>")
+    description: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str | None) -> str | None:
+        if value is not None and not VALID_NAME.match(value):
+            raise ValueError(f"tool name {value!r} may only hold letters, digits, '_' and '-' (1 to 64 of them)")
+        return value
 
 
 class ServerSpec(BaseModel):
@@ -57,6 +74,9 @@ class ServerSpec(BaseModel):
     description: str | None = None
     enabled: bool = True
     disabled: bool = False
+    tools: dict[str, ToolSetting] = Field(default_factory=dict, description="per-tool settings, by the tool's own name")
+    enabled_tools: list[str] | None = Field(None, description="only these tools (names or globs) are offered")
+    disabled_tools: list[str] = Field(default_factory=list, description="these tools (names or globs) are not offered")
 
     @field_validator("transport", "type")
     @classmethod
@@ -134,6 +154,20 @@ class PipelineLimits(BaseModel):
                                                                      "once its results pass it")
 
 
+class AuditSettings(BaseModel):
+    """The audit trail of every backend request: kept in memory, and appended to a file when set."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    file: str | None = Field(None, description="JSON-lines file the trail is appended to (relative: next to "
+                                               "the config file)")
+    max_bytes: int = Field(10 * 1024 * 1024, gt=0, description="the file is rotated past this size")
+    backups: int = Field(5, ge=0, description="rotated files kept")
+    keep: int = Field(1000, gt=0, description="calls kept in memory for GET /calls and the console")
+    arguments: bool = Field(False, description="record argument values (redacted), not only their names")
+
+
 class GatewaySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -154,6 +188,10 @@ class GatewaySettings(BaseModel):
     allow_commands: list[str] | None = Field(None, exclude=True, description="removed: use catalog")
     allow_env: list[str] | None = Field(None, exclude=True, description="removed: use catalog")
     auth_tokens: list[str] = Field(default_factory=list, description="tokens HTTP clients must present")
+    admin_tokens: list[str] = Field(default_factory=list, description=(
+        "operator tokens: only they may use the console and change the gateway over HTTP"))
+    audit: AuditSettings = Field(default_factory=lambda: AuditSettings())
+    metrics: bool = Field(True, description="serve Prometheus metrics at /metrics")
     allowed_hosts: list[str] | None = Field(None, description="extra Host headers accepted over HTTP")
     allowed_origins: list[str] | None = Field(None, description="extra Origins accepted over HTTP")
     state_file: str | None = Field(None, description="where runtime registrations are kept")
@@ -193,7 +231,7 @@ class GatewayConfig(BaseModel):
     _base_dir: Path | None = PrivateAttr(default=None)
 
     def secret_values(self) -> set[str]:
-        values = set(self._expanded) | set(self.gateway.auth_tokens)
+        values = set(self._expanded) | set(self.gateway.auth_tokens) | set(self.gateway.admin_tokens)
         for spec in self.mcpServers.values():
             values |= spec.secret_values()
         return values
@@ -201,6 +239,9 @@ class GatewayConfig(BaseModel):
     def base_dir(self) -> Path:
         """The config file's directory: relative paths in the config mean "next to the file"."""
         return self._base_dir or Path.cwd()
+
+    def audit_path(self) -> Path | None:
+        return self.base_dir() / self.gateway.audit.file if self.gateway.audit.file else None
 
     def state_path(self) -> Path:
         return self.base_dir() / (self.gateway.state_file or "gateway-state.json")

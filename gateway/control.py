@@ -21,7 +21,7 @@ from gateway.backends.pool import BackendPool
 from gateway.persistence import StateFile
 from gateway.policy import Redactor, redact_url
 from gateway.provider import run_backend_tool
-from gateway.registration import Registrar
+from gateway.registration import Registrar, registration_entry
 from gateway.sandbox import shown_command
 
 CONTROL_TOOLS = ("register_server", "remove_server", "list_servers", "call_backend", "route_pipeline")
@@ -180,20 +180,14 @@ def add_control_tools(mcp: FastMCP, pool: BackendPool, registrar: Registrar, sta
         args: Annotated[list[str] | None, Field(description="Only with command: its arguments")] = None,
         cwd: Annotated[str | None, Field(description="Only with command: its working directory")] = None,
     ) -> dict[str, Any]:
-        free_form = {"url": url, "transport": transport, "headers": headers, "bearer_token": bearer_token,
-                     "api_key": api_key, "description": description, "timeout": timeout, "command": command,
-                     "args": args, "cwd": cwd}
-        given = {key: value for key, value in free_form.items() if value is not None}
-        if template is not None:
-            if given:
-                raise ToolError(f"cannot register '{name}': with a template give only params and env, not "
-                                f"{', '.join(sorted(given))}")
-            entry: dict[str, Any] = {"template": template, "params": parse_object(params, "params"),
-                                     "env": env or {}}
-        else:
-            if params is not None:
-                raise ToolError(f"cannot register '{name}': params fill a template; name one with 'template'")
-            entry = {"server": given | ({"env": env} if env else {})}
+        try:
+            entry = registration_entry(name, {
+                "template": template, "params": None if params is None else parse_object(params, "params"),
+                "env": env, "url": url, "transport": transport, "headers": headers, "bearer_token": bearer_token,
+                "api_key": api_key, "description": description, "timeout": timeout, "command": command,
+                "args": args, "cwd": cwd})
+        except BackendError as exc:
+            raise ToolError(str(exc)) from None
         try:
             backend = await registrar.register(name, entry)
         except BackendError as exc:

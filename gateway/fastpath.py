@@ -139,7 +139,7 @@ class FastRelay:
         return None
 
     async def _relay(self, ctx: ServerRequestContext[Any, Any], invocation: Invocation) -> dict[str, Any]:
-        sinks_for(ctx.session, ctx.request_id, ctx.params.get("_meta"), self._log_floor).attach(invocation)
+        sinks_for(ctx.session, ctx.request_id, ctx.params.get("_meta"), self._log_floor, ctx.request).attach(invocation)
         invocation.takes_input_required = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
         if invocation.method != "tools/call":
             try:

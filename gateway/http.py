@@ -1,53 +1,100 @@
-"""HTTP modes: token auth in front of every route, and the small REST admin surface."""
+"""HTTP modes: who may reach what. Tokens in front of every route but /healthz; operators only for the
+console and its API; CSRF checks for the console's browser sessions."""
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
 
-from fastmcp import FastMCP
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-PUBLIC_PATHS = frozenset({"/healthz"})
+from gateway.access import ACCESS_KEY, Access, Credentials, Role
+from gateway.console.sessions import COOKIE, CSRF_HEADER, SESSION_KEY, ConsoleSessions
+
+PUBLIC_PATHS = frozenset({"/healthz", "/ui/login"})
+PUBLIC_PREFIXES = ("/ui/static/",)
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def presented_token(headers: Headers) -> str:
+    presented = headers.get("x-api-key", "")
+    scheme, _, credentials = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        presented = credentials.strip()
+    return presented
+
+
+def _refusal(status: int, error: str, message: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": error, "message": message}, status_code=status, headers=headers)
 
 
 class TokenAuth:
-    """Requires `Authorization: Bearer <token>` or `X-API-Key: <token>` on every non-public path."""
+    """Decides every HTTP request's Access and leaves it in the scope's state for the layers below.
 
-    def __init__(self, app: ASGIApp, tokens: Iterable[str]) -> None:
+    MCP endpoints take any token; everything else but the public paths is the console's, for
+    operator tokens and console sessions only. Without any token configured (a loopback-only
+    gateway) everyone is an operator.
+    """
+
+    def __init__(self, app: ASGIApp, credentials: Credentials, sessions: ConsoleSessions,
+                 mcp_paths: Iterable[str]) -> None:
         self.app = app
-        self.tokens = [t.encode() for t in tokens]
+        self.credentials = credentials
+        self.sessions = sessions
+        self.mcp_paths = tuple(mcp_paths)
 
-    def _authorized(self, headers: Headers) -> bool:
-        presented = headers.get("x-api-key", "")
-        scheme, _, credentials = headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer":
-            presented = credentials.strip()
-        given = presented.encode()
-        # compare against every token, so timing does not tell which one nearly matched
-        return bool(given) and any([hmac.compare_digest(given, t) for t in self.tokens])
+    def _is_mcp(self, path: str) -> bool:
+        return any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.mcp_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in PUBLIC_PATHS \
-                and not self._authorized(Headers(scope=scope)):
-            response = JSONResponse(
-                {"error": "unauthorized",
-                 "message": "send 'Authorization: Bearer <token>' or 'X-API-Key: <token>'"},
-                status_code=401, headers={"WWW-Authenticate": "Bearer"})
-            await response(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
             return
+        path: str = scope["path"]
+        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        access, problem = self._access(scope, path)
+        if problem is not None:
+            await problem(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        state[ACCESS_KEY] = access
+        state[SESSION_KEY] = access.session if access is not None else None
         await self.app(scope, receive, send)
 
+    def _access(self, scope: Scope, path: str) -> tuple[Access | None, Response | None]:
+        headers = Headers(scope=scope)
+        mcp = self._is_mcp(path)
+        presented = presented_token(headers)
+        access = self.credentials.access_for(presented) if presented else None
+        if access is None and not presented and not mcp:
+            session = self.sessions.get(Request(scope).cookies.get(COOKIE))
+            if session is not None:
+                if scope["method"] not in _SAFE_METHODS and not session.csrf_ok(headers.get(CSRF_HEADER)):
+                    return None, _refusal(403, "csrf", "this change came without the console's CSRF token; "
+                                                       "reload the page and try again")
+                access = Access(session.role, session.identity, session)
+        if access is None and not self.credentials.required and not presented:
+            access = Access(Role.admin, "anonymous")
+        if access is None:
+            if path.startswith("/ui") and scope["method"] in _SAFE_METHODS:
+                return None, RedirectResponse("/ui/login", status_code=303)
+            what = "a wrong token" if presented else "no token"
+            return None, _refusal(401, "unauthorized", f"{what}: send 'Authorization: Bearer <token>' or "
+                                                       f"'X-API-Key: <token>'")
+        if not mcp and access.role is not Role.admin:
+            return None, _refusal(403, "forbidden", "this token may use MCP but not the console or its API; use "
+                                                    "an operator token (gateway.admin_tokens or --admin-token)")
+        return access, None
 
-def add_admin_routes(mcp: FastMCP, servers: Callable[[], dict[str, Any]]) -> None:
-    @mcp.custom_route("/healthz", methods=["GET"])
+
+def public_routes() -> list[Route]:
     async def healthz(_request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
-    @mcp.custom_route("/servers", methods=["GET"])
-    async def list_servers(_request: Request) -> JSONResponse:
-        return JSONResponse(servers())
+    return [Route("/healthz", healthz, methods=["GET"])]

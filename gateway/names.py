@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 MAX_NAME = 64
 MAX_SERVER_NAME = 40
@@ -49,14 +49,18 @@ def export_name(server: str, name: str, separator: str) -> str:
     return clean[: MAX_NAME - len(suffix)] + suffix
 
 
-def build_index(entries: Iterable[tuple[str, str]], separator: str,
-                reserved: Iterable[str] = ()) -> tuple[dict[str, tuple[str, str]], list[str]]:
-    """Maps exported name -> (server, original name); returns the collisions it had to resolve."""
+def build_index(entries: Iterable[tuple[str, str]], separator: str, reserved: Iterable[str] = (),
+                chosen: Callable[[str, str], str | None] = lambda _server, _name: None
+                ) -> tuple[dict[str, tuple[str, str]], list[str]]:
+    """Maps exported name -> (server, original name); returns the collisions it had to resolve.
+    Names an operator `chosen` are placed first, so a usual name never takes one away."""
     taken = set(reserved)
     index: dict[str, tuple[str, str]] = {}
     collisions: list[str] = []
-    for server, name in sorted(entries):
-        exported = export_name(server, name, separator)
+    ordered = sorted(((chosen(server, name), server, name) for server, name in entries),
+                     key=lambda entry: (entry[0] is None, entry[1], entry[2]))
+    for wanted, server, name in ordered:
+        exported = wanted or export_name(server, name, separator)
         if exported in taken or exported in index:
             other = index.get(exported)
             owner = f"'{other[1]}' of server '{other[0]}'" if other else "a gateway tool"

@@ -30,6 +30,15 @@ class StateFile:
         self.path = path
         self.problem: str | None = None  # why the file found at startup was set aside
         self._lock = anyio.Lock()
+        # Each part of the state (runtime servers, tool overrides) is read from its owner at every
+        # write, so one owner's write never loses another's latest change.
+        self._sections: dict[str, Callable[[], Any]] = {}
+        self._loaded: dict[str, Any] = {}
+
+    def keep(self, section: str, current: Callable[[], Any]) -> Any:
+        """Makes `current()` the file's `section` from now on; returns what the file held of it."""
+        self._sections[section] = current
+        return self._loaded.get(section)
 
     def _temp_prefix(self) -> str:
         return f".{self.path.name}."
@@ -51,6 +60,7 @@ class StateFile:
             return {}
         if raw.get("version", 1) == 1:  # version 1 held server definitions only
             return {name: {"server": entry} for name, entry in servers.items()}
+        self._loaded = {key: value for key, value in raw.items() if key not in ("version", "servers")}
         return servers
 
     def _set_aside(self, reason: str) -> None:
@@ -65,11 +75,12 @@ class StateFile:
             self.path = backup  # write elsewhere rather than over the unreadable file
         logger.error("%s", self.problem)
 
-    async def save(self, current: Callable[[], Entries]) -> None:
-        """Writes `current()`, read under the lock so that the last write always holds the latest set.
-        Raises OSError when the file cannot be written."""
+    async def save(self) -> None:
+        """Writes every section, read under the lock so that the last write always holds the latest
+        state. Raises OSError when the file cannot be written."""
         async with self._lock:
-            data = {"version": 2, "servers": dict(sorted(current().items()))}
+            data = {"version": 2, **self._loaded, **{name: current() for name, current in self._sections.items()}}
+            data["servers"] = dict(sorted((data.get("servers") or {}).items()))
             await anyio.to_thread.run_sync(self._write, json.dumps(data, indent=2))
 
     def _write(self, text: str) -> None:

@@ -7,7 +7,7 @@ Served by a Provider so that both follow the pipeline directory: the tool list a
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Annotated, Any
 
@@ -57,13 +57,18 @@ def _finish(report: dict[str, Any], redact: Redactor) -> tuple[dict[str, Any], s
     return report, json.dumps(report, default=str)
 
 
-async def _run(pipeline: Pipeline, inputs: dict[str, Any], pool: BackendPool, redact: Redactor) -> ToolResult:
+ReportListener = Callable[[dict[str, Any]], None]
+
+
+async def _run(pipeline: Pipeline, inputs: dict[str, Any], pool: BackendPool, redact: Redactor,
+               on_report: ReportListener) -> ToolResult:
     sinks = current_sinks()
     try:
         report = await run_pipeline(pipeline, inputs, pool, sinks.progress if sinks else None,
                                     partial(sinks.attach, pipeline_step=True) if sinks else None)
     except PipelineError as exc:
         raise ToolError(redact(str(exc))) from None
+    on_report(report)
     report, text = await off_loop(_finish, report, redact)  # up to max_output_bytes of walking
     return ToolResult(content=[mcp_types.TextContent(type="text", text=text)],
                       structured_content=report, is_error=report["status"] == "failed")
@@ -97,20 +102,21 @@ class PipelineTool(Tool):
     _pipeline: Pipeline = PrivateAttr()
     _pool: BackendPool = PrivateAttr()
     _redact: Redactor = PrivateAttr()
+    _on_report: ReportListener = PrivateAttr()
 
     @classmethod
-    def create(cls, pipeline: Pipeline, pool: BackendPool, redact: Redactor) -> PipelineTool:
+    def create(cls, pipeline: Pipeline, pool: BackendPool, redact: Redactor, on_report: ReportListener) -> PipelineTool:
         tool = cls(name=f"{PIPELINE_PREFIX}{pipeline.name}",
                    description=f"Pipeline: {pipeline.spec.description or pipeline.name}",
                    parameters=pipeline.input_schema())
-        tool._pipeline, tool._pool, tool._redact = pipeline, pool, redact
+        tool._pipeline, tool._pool, tool._redact, tool._on_report = pipeline, pool, redact, on_report
         return tool
 
     async def run(self, arguments: dict[str, Any]) -> ToolResult:
-        return await _run(self._pipeline, arguments, self._pool, self._redact)
+        return await _run(self._pipeline, arguments, self._pool, self._redact, self._on_report)
 
 
-def _route_tool(registry: PipelineRegistry, pool: BackendPool, redact: Redactor) -> Tool:
+def _route_tool(registry: PipelineRegistry, pool: BackendPool, redact: Redactor, on_report: ReportListener) -> Tool:
     async def route_pipeline(
         scenario: Annotated[str, Field(description="A pipeline name from the list, or 'custom'")],
         inputs: Annotated[dict[str, Any] | str | None, Field(
@@ -139,7 +145,7 @@ def _route_tool(registry: PipelineRegistry, pool: BackendPool, redact: Redactor)
                 known = ", ".join(sorted(registry.pipelines)) or "none"
                 raise ToolError(f"unknown pipeline '{scenario}'. Available: {known}; or use "
                                 f"scenario='custom' with a pipeline definition")
-        return await _run(chosen, values, pool, redact)
+        return await _run(chosen, values, pool, redact, on_report)
 
     lines = [f"- {p.name}: {p.spec.description or '(no description)'} "
              f"(inputs: {', '.join(p.spec.inputs) or 'none'})" for p in registry.pipelines.values()]
@@ -150,8 +156,10 @@ def _route_tool(registry: PipelineRegistry, pool: BackendPool, redact: Redactor)
 
 
 class PipelineProvider(Provider):
-    def __init__(self, registry: PipelineRegistry, pool: BackendPool, redact: Redactor) -> None:
+    def __init__(self, registry: PipelineRegistry, pool: BackendPool, redact: Redactor,
+                 on_report: ReportListener = lambda _report: None) -> None:
         super().__init__()
+        self._on_report = on_report
         self._registry = registry
         self._pool = pool
         self._redact = redact
@@ -160,9 +168,10 @@ class PipelineProvider(Provider):
         self._rebuild()
 
     def _rebuild(self) -> None:
-        tools: dict[str, Tool] = {"route_pipeline": _route_tool(self._registry, self._pool, self._redact)}
+        tools: dict[str, Tool] = {"route_pipeline": _route_tool(self._registry, self._pool, self._redact,
+                                                                self._on_report)}
         for pipeline in self._registry.pipelines.values():
-            tool = PipelineTool.create(pipeline, self._pool, self._redact)
+            tool = PipelineTool.create(pipeline, self._pool, self._redact, self._on_report)
             tools[tool.name] = tool
         self._tools = tools
 

@@ -52,6 +52,10 @@ async def run_backend_tool(pool: BackendPool, invocation: Invocation) -> ToolRes
                       meta=result.meta, is_error=result.is_error)
 
 
+def listed_description(server: str, tool: mcp_types.Tool) -> str:
+    return f"[{server}] {tool.description or tool.name}"
+
+
 class BackendTool(Tool):
     """A backend tool as the gateway lists it."""
 
@@ -60,9 +64,9 @@ class BackendTool(Tool):
     _source: mcp_types.Tool = PrivateAttr()
 
     @classmethod
-    def create(cls, pool: BackendPool, exported: str, server: str, tool: mcp_types.Tool) -> BackendTool:
-        made = cls(name=exported, title=tool.title,
-                   description=f"[{server}] {tool.description or tool.name}",
+    def create(cls, pool: BackendPool, exported: str, server: str, tool: mcp_types.Tool,
+               description: str | None = None) -> BackendTool:
+        made = cls(name=exported, title=tool.title, description=description or listed_description(server, tool),
                    parameters=tool.input_schema or {"type": "object", "properties": {}},
                    output_schema=tool.output_schema, annotations=tool.annotations,
                    icons=tool.icons, meta=tool.meta)
@@ -89,12 +93,17 @@ class BackendProvider(Provider):
         pool = self._pool
         backends = {b.name: b for b in pool.backends()}
         tools: dict[str, Tool] = {}
+        rules = pool.tool_rules
         for exported, (server, name) in pool.tool_index.items():
+            if rules.disabled_by(server, name):
+                continue
             mcp_tool = backends[server].catalog.tools[name].tool
+            described = rules.description(server, name) or listed_description(server, mcp_tool)
             tool = self._tools.get(exported)
-            # unchanged backend tools keep their built Tool; a re-listed one is rebuilt
-            if not (isinstance(tool, BackendTool) and tool._source is mcp_tool):
-                tool = _built(lambda: BackendTool.create(pool, exported, server, mcp_tool), server, f"tool '{name}'")
+            # unchanged backend tools keep their built Tool; a re-listed or re-described one is rebuilt
+            if not (isinstance(tool, BackendTool) and tool._source is mcp_tool and tool.description == described):
+                tool = _built(lambda: BackendTool.create(pool, exported, server, mcp_tool, described), server,
+                              f"tool '{name}'")
             if tool is not None:
                 tools[exported] = tool
         self._tools = tools

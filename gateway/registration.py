@@ -18,7 +18,8 @@ import anyio
 from pydantic import ValidationError
 
 from gateway.backends.backend import Backend
-from gateway.backends.errors import BackendError, RegistrationError
+from gateway.backends.errors import (BackendError, BadRegistration, NameTaken, RegistrationError,
+                                     RegistrationRefused)
 from gateway.backends.pool import BackendPool
 from gateway.config import ServerSpec
 from gateway.names import check_server_name
@@ -27,6 +28,25 @@ from gateway.policy import PolicyError, Redactor, RegistrationPolicy, TooManySec
 from gateway.sandbox import sandboxed
 
 logger = logging.getLogger("gateway.registration")
+
+
+FREE_FORM_FIELDS = ("url", "transport", "headers", "bearer_token", "api_key", "description", "timeout", "command",
+                    "args", "cwd")
+
+
+def registration_entry(name: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """The state file's entry for register_server's fields: a template with its params and env, or a
+    server definition. None values count as not given."""
+    given = {key: fields[key] for key in FREE_FORM_FIELDS if fields.get(key) is not None}
+    env = fields.get("env")
+    if fields.get("template") is not None:
+        if given:
+            raise BadRegistration(f"cannot register '{name}': with a template give only params and env, not "
+                                  f"{', '.join(sorted(given))}")
+        return {"template": fields["template"], "params": fields.get("params") or {}, "env": env or {}}
+    if fields.get("params") is not None:
+        raise BadRegistration(f"cannot register '{name}': params fill a template; name one with 'template'")
+    return {"server": given | ({"env": env} if env else {})}
 
 
 class Registrar:
@@ -60,7 +80,8 @@ class Registrar:
             except ValidationError as exc:
                 problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
                 raise PolicyError(problems) from None
-            spec = self.policy.check_free_form(spec)
+            if entry.get("by") != "operator":  # an operator's server is trusted like the config file's
+                spec = self.policy.check_free_form(spec)
         await self.policy.check_not_self(spec)
         if spec.command and self.pool.settings.sandbox == "bwrap":
             return sandboxed(spec, self._fresh_work_dir(name))
@@ -81,23 +102,23 @@ class Registrar:
         shutil.rmtree(self.work_root / name, ignore_errors=True)
 
     async def _save(self) -> None:
-        await self.state.save(lambda: self.kept | self.entries)
+        await self.state.save()
 
     async def register(self, name: str, entry: dict[str, Any]) -> Backend:
         """Starts the server and saves the entry; a RegistrationError (redacted) leaves nothing behind."""
         # The name becomes a directory name: checked before anything else uses it.
         problem = check_server_name(name, self.pool.settings.separator)
         if problem:
-            raise RegistrationError(self.redact(f"cannot register: server name '{name}' {problem}"))
+            raise BadRegistration(self.redact(f"cannot register: server name '{name}' {problem}"))
         if name in self.config_names:
-            raise RegistrationError(f"cannot register '{name}': that is the name of a server in the config file; "
+            raise NameTaken(f"cannot register '{name}': that is the name of a server in the config file; "
                                     f"choose another name")
         if name in self.pool or name in self._underway or name in self._removing:
-            raise RegistrationError(f"cannot register '{name}': a server named '{name}' already exists; remove "
+            raise NameTaken(f"cannot register '{name}': a server named '{name}' already exists; remove "
                                     f"it first or choose another name")
         limit = self.pool.settings.max_runtime_servers
         if len(self.entries) + len(self._underway) >= limit:
-            raise RegistrationError(f"cannot register '{name}': {limit} servers registered at runtime is the most "
+            raise RegistrationRefused(f"cannot register '{name}': {limit} servers registered at runtime is the most "
                                     f"this gateway runs (gateway.max_runtime_servers); remove one first")
         # Claimed until done: a second registration of the name must not touch the first's
         # directory or secret values when it fails.
@@ -113,7 +134,7 @@ class Registrar:
             # Added before connecting, so that a failing server's error text is redacted too.
             self.redact.add(spec.secret_values(), owner=name)
         except (PolicyError, TooManySecrets) as exc:
-            raise RegistrationError(self.redact(f"cannot register '{name}': {exc}")) from None
+            raise RegistrationRefused(self.redact(f"cannot register '{name}': {exc}")) from None
         except OSError as exc:  # its working directory
             raise RegistrationError(f"cannot register '{name}': cannot create its working directory under "
                                     f"{self.work_root} ({exc.strerror or exc})") from None
@@ -140,10 +161,10 @@ class Registrar:
         """Stops and forgets a server registered at runtime; returns a warning when the state file
         could not be written."""
         if name in self.config_names:
-            raise RegistrationError(f"cannot remove '{name}': it is a server of the config file, which only an "
+            raise RegistrationRefused(f"cannot remove '{name}': it is a server of the config file, which only an "
                                     f"operator can change")
         if name in self._removing:
-            raise RegistrationError(f"'{name}' is being removed already")
+            raise NameTaken(f"'{name}' is being removed already")
         # Claimed while it stops: a registration of the same name must wait until its directory
         # and secret values are gone, or it would lose its own.
         self._removing.add(name)
@@ -164,7 +185,9 @@ class Registrar:
         specs: dict[str, ServerSpec] = {}
         problems: list[str] = []
         limit = self.pool.settings.max_runtime_servers
-        for name, entry in self.state.load().items():
+        saved = self.state.load()
+        self.state.keep("servers", lambda: self.kept | self.entries)
+        for name, entry in saved.items():
             try:
                 if problem := check_server_name(name, self.pool.settings.separator):
                     raise PolicyError(f"server name {problem}")

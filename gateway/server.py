@@ -4,23 +4,31 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
 from fastmcp import FastMCP
 from mcp_types import SubscriptionsListenRequestParams
+from starlette.routing import Route
 
 from gateway import _compat
 from gateway.backends.pool import BackendPool
 from gateway.backends.process import Started
 from gateway.client_events import ClientEvents
 from gateway.config import GatewayConfig
-from gateway.control import CONTROL_TOOLS, add_control_tools, servers_report
+from gateway.audit import AuditTrail
+from gateway.backends.tool_rules import ToolRules
+from gateway.console.api import api_routes
+from gateway.console.service import Console
+from gateway.control import CONTROL_TOOLS, add_control_tools
 from gateway.fastpath import FastRelay
-from gateway.http import add_admin_routes
+from gateway.http import public_routes
 from gateway.interceptors import build_interceptors
+from gateway.interceptors.observe import Observe
+from gateway.metrics import Metrics
 from gateway.listen import Listening
 from gateway.notify import LegacySessions
 from gateway.persistence import StateFile
@@ -40,10 +48,20 @@ directly as <server>__<tool>. route_pipeline runs multi-step workflows across th
 register_server / remove_server change the set of servers at runtime."""
 
 
+@dataclass
+class Gateway:
+    """A running gateway: its MCP server, and its console's routes (served beside MCP over HTTP, or
+    on their own port beside the stdio front)."""
+
+    mcp: FastMCP
+    console: Console
+    console_routes: list[Route]
+
+
 def build_gateway(config: GatewayConfig, pool: BackendPool, registry: PipelineRegistry, state: StateFile,
-                  redact: Redactor, *, allow_any_command: bool = False,
-                  listening: tuple[str, int] | None = None
-                  ) -> tuple[FastMCP, Callable[[frozenset[str]], Awaitable[None]]]:
+                  redact: Redactor, audit: AuditTrail | None, metrics: Metrics | None, *,
+                  allow_any_command: bool = False, listening: tuple[str, int] | None = None
+                  ) -> tuple[Gateway, Callable[[frozenset[str]], Awaitable[None]]]:
     settings = config.gateway
     registrar = Registrar(pool, RegistrationPolicy.from_config(config, allow_any_command, listening), redact, state,
                           config.mcpServers)
@@ -53,13 +71,13 @@ def build_gateway(config: GatewayConfig, pool: BackendPool, registry: PipelineRe
         # Only the start lives here: FastMCP closes lifespans inside a shielded cancel scope, which
         # a task group cannot be exited from, so the pool itself is owned by `running_gateway`.
         # The backends start in the background: the gateway serves at once, whatever they do.
-        restored = await registrar.restore()
-        pool.start_soon(config.mcpServers, runtime=restored)
+        await restore(registrar, state, pool, config)
         yield {"pool": pool}
 
     sessions = LegacySessions()
     exported = BackendProvider(pool) if settings.export_tools else None
-    providers: list[Any] = [PipelineProvider(registry, pool, redact), *([exported] if exported else [])]
+    on_report = metrics.pipeline_finished if metrics else lambda _report: None
+    providers: list[Any] = [PipelineProvider(registry, pool, redact, on_report), *([exported] if exported else [])]
     mcp = _compat.GatewayFastMCP("mcp-gateway", instructions=INSTRUCTIONS, lifespan=lifespan, providers=providers,
                                  middleware=[sessions])
     lowlevel = _compat.lowlevel(mcp)
@@ -79,19 +97,31 @@ def build_gateway(config: GatewayConfig, pool: BackendPool, registry: PipelineRe
     lowlevel.add_request_handler("subscriptions/listen", SubscriptionsListenRequestParams, listen)
     pool.lone_client = sessions.lone_client
     add_control_tools(mcp, pool, registrar, state)
-    add_admin_routes(mcp, lambda: servers_report(pool, redact, state))
+    console = Console(pool, registrar, state, registry, redact, audit, metrics, frozenset(CONTROL_TOOLS))
+    routes = [*public_routes(), *api_routes(console)]
+    for route in routes:
+        mcp.custom_route(route.path, methods=sorted(route.methods or ()))(route.endpoint)
     async def lists_changed(kinds: frozenset[str]) -> None:
         """Tells clients of both eras that these lists ('tools', 'prompts', 'resources') changed."""
         listen.lists_changed(kinds)
         await sessions.changed(kinds)
 
-    return mcp, lists_changed
+    return Gateway(mcp, console, routes), lists_changed
+
+
+async def restore(registrar: Registrar, state: StateFile, pool: BackendPool, config: GatewayConfig) -> None:
+    """Runtime registrations and tool overrides from the state file; then every backend starts."""
+    restored = await registrar.restore()
+    rules = pool.tool_rules
+    for problem in rules.restore(state.keep("tools", rules.saved)):
+        logger.error("state file %s: tool setting not restored: %s", state.path, problem)
+    pool.start_soon(config.mcpServers, runtime=restored)
 
 
 @asynccontextmanager
 async def running_gateway(config: GatewayConfig, pipelines_dir: Path | None = None, *,
                           allow_any_command: bool = False, listening: tuple[str, int] | None = None,
-                          started: dict[str, Started] | None = None) -> AsyncIterator[FastMCP]:
+                          started: dict[str, Started] | None = None) -> AsyncIterator[Gateway]:
     """The gateway with its pool and pipeline directory; leaving the block stops every backend.
     `started` holds config backends whose processes the CLI started ahead; `listening` is the HTTP
     front's address, which no backend may be."""
@@ -103,30 +133,47 @@ async def running_gateway(config: GatewayConfig, pipelines_dir: Path | None = No
     registry = PipelineRegistry(pipelines_dir)
     registry.refresh()
     state = StateFile(config.state_path())
-    async with BackendPool(config.gateway, reserved_names=CONTROL_TOOLS, started=started,
-                           interceptors=build_interceptors(config.gateway, redact)) as pool, \
-            anyio.create_task_group() as tg:
-        mcp, lists_changed = build_gateway(config, pool, registry, state, redact,
-                                      allow_any_command=allow_any_command, listening=listening)
-        listed: dict[str, Any] = {"tools": frozenset(), "prompts": [], "resources": []}
-
-        def push_if_lists_changed() -> None:
-            catalogs = [b.catalog for b in pool.backends()]
-            now = {"tools": frozenset(pool.tool_index) | frozenset(registry.pipelines),
-                   "prompts": [(c.server, c.prompts) for c in catalogs if c.prompts],
-                   "resources": [(c.server, c.resources, c.templates) for c in catalogs if c.resources or c.templates]}
-            changed = frozenset(kind for kind, names in now.items() if listed[kind] != names)
-            listed.update(now)
-            if changed:
-                try:
-                    tg.start_soon(lists_changed, changed)
-                except RuntimeError:  # shutting down: nobody left to tell
-                    pass
-
-        pool.subscribe(push_if_lists_changed)
-        registry.subscribe(push_if_lists_changed)
-        tg.start_soon(registry.watch)
-        yield mcp
-        tg.cancel_scope.cancel()
+    settings = config.gateway
+    rules = ToolRules(config.mcpServers)
+    observe = Observe()
+    audit = AuditTrail(settings.audit, config.audit_path(), redact) if settings.audit.enabled else None
+    with audit or nullcontext():
+        async with BackendPool(settings, reserved_names=CONTROL_TOOLS, started=started, tool_rules=rules,
+                               interceptors=build_interceptors(settings, redact, rules, observe)) as pool, \
+                anyio.create_task_group() as tg:
+            metrics = Metrics(pool, registry.pipelines.__contains__) if settings.metrics else None
+            observe.listeners = tuple(x for x in (audit, metrics) if x is not None)
+            gateway, lists_changed = build_gateway(config, pool, registry, state, redact, audit, metrics,
+                                                   allow_any_command=allow_any_command, listening=listening)
+            _watch_lists(pool, registry, tg, lists_changed)
+            yield gateway
+            tg.cancel_scope.cancel()
     for handler in logging.getLogger().handlers:
         handler.removeFilter(log_filter)
+
+
+def _watch_lists(pool: BackendPool, registry: PipelineRegistry, tg: anyio.abc.TaskGroup,
+                 lists_changed: Callable[[frozenset[str]], Awaitable[None]]) -> None:
+    """Tells clients when what they are offered changes: backends, the operator's tool settings,
+    the pipeline directory."""
+    listed: dict[str, Any] = {"tools": frozenset(), "prompts": [], "resources": []}
+
+    def push_if_lists_changed() -> None:
+        catalogs = [b.catalog for b in pool.backends()]
+        rules = pool.tool_rules
+        offered = frozenset((name, rules.description(*key)) for name, key in pool.tool_index.items()
+                            if not rules.disabled_by(*key))
+        now = {"tools": offered | frozenset(registry.pipelines),
+               "prompts": [(c.server, c.prompts) for c in catalogs if c.prompts],
+               "resources": [(c.server, c.resources, c.templates) for c in catalogs if c.resources or c.templates]}
+        changed = frozenset(kind for kind, names in now.items() if listed[kind] != names)
+        listed.update(now)
+        if changed:
+            try:
+                tg.start_soon(lists_changed, changed)
+            except RuntimeError:  # shutting down: nobody left to tell
+                pass
+
+    pool.subscribe(push_if_lists_changed)
+    registry.subscribe(push_if_lists_changed)
+    tg.start_soon(registry.watch)

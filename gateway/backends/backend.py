@@ -321,6 +321,17 @@ class Backend:
             self.stderr.close()
         self._unreadable.flush()
 
+    async def restart(self) -> None:
+        """An operator's restart: the session (and its process) is stopped and started again now,
+        whatever its backoff. Raises BackendUnavailable when the new start fails."""
+        async with self._lock:
+            if self.state is State.stopped:
+                raise BackendUnavailable(f"server '{self.name}' was removed")
+            await self._drop_connection()
+            self.state, self.retry_at = State.connecting, 0.0
+        self._on_change(self)
+        await self.connect()
+
     def start_connecting(self, *, log_failure: bool = False) -> anyio.Event:
         """Starts a (re)connect attempt in the pool's task group unless one is running; the event
         is set when the attempt ends. Every caller waiting for the backend waits for that one

@@ -15,6 +15,10 @@ class UnknownTool(BackendError):
     pass
 
 
+class ToolDisabled(BackendError):
+    """The operator does not offer this tool (config or console)."""
+
+
 class InvalidParams(BackendError):
     pass
 
@@ -28,7 +32,19 @@ class BackendUnavailable(BackendError):
 
 
 class RegistrationError(BackendError):
-    pass
+    status = 502  # for the console's HTTP answer: the server could not be started or reached
+
+
+class BadRegistration(RegistrationError):
+    status = 400  # the request itself is wrong: a bad name, say
+
+
+class RegistrationRefused(RegistrationError):
+    status = 403  # the policy does not allow it
+
+
+class NameTaken(RegistrationError):
+    status = 409
 
 
 class ResultTooLarge(BackendError):

@@ -38,6 +38,14 @@ class Road(StrEnum):
     subscription = "subscription"  # resources/subscribe and unsubscribe
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who made a request, for the audit trail: the front's identity of it, and its client."""
+
+    identity: str  # "stdio", "token:<id>", "admin:<id>", "anonymous" (HTTP without auth), "console"
+    client: str | None = None  # the client's name and version, as it introduced itself
+
+
 @dataclass(slots=True, eq=False)  # each request is itself, however alike two are
 class Invocation:
     road: Road
@@ -55,6 +63,7 @@ class Invocation:
     # The caller takes a result that asks it for input (2026-07-28 `input_required`) as it is, and
     # retries with the answers itself; otherwise the gateway asks through `ask` and retries.
     takes_input_required: bool = False
+    caller: Caller | None = None
 
     @property
     def what(self) -> str:

@@ -14,6 +14,7 @@ from gateway.backends.errors import BackendError, BackendUnavailable, Registrati
 from gateway.backends.family import keep_reaping
 from gateway.backends.invocation import Ask, Interceptor, Invocation, Result, chain
 from gateway.backends.process import Started
+from gateway.backends.tool_rules import ToolRules
 from gateway.config import GatewaySettings, ServerSpec
 from gateway.names import build_index, check_server_name
 
@@ -26,8 +27,10 @@ class BackendPool:
     """Owns every backend session. Use as `async with BackendPool(settings) as pool:`."""
 
     def __init__(self, settings: GatewaySettings, reserved_names: Iterable[str] = (),
-                 started: dict[str, Started] | None = None, interceptors: Sequence[Interceptor] = ()) -> None:
+                 started: dict[str, Started] | None = None, interceptors: Sequence[Interceptor] = (),
+                 tool_rules: ToolRules | None = None) -> None:
         self.settings = settings
+        self.tool_rules = tool_rules or ToolRules()
         self._chain = chain(interceptors, self._request)
         # processes the CLI started ahead, taken over by their backend; the CLI stops any left
         self._started = dict(started or {})
@@ -36,6 +39,8 @@ class BackendPool:
         self._listeners: list[Callable[[], None]] = []
         self._stack = AsyncExitStack()
         self._tg: anyio.abc.TaskGroup | None = None
+        # every backend tool by exported name, disabled ones included: a call to one is refused by
+        # name (gateway.interceptors.tool_policy), not answered as an unknown tool
         self.tool_index: dict[str, tuple[str, str]] = {}
         self.prompt_index: dict[str, tuple[str, str]] = {}
         self.collisions: list[str] = []
@@ -189,11 +194,16 @@ class BackendPool:
     def subscribe(self, listener: Callable[[], None]) -> None:
         self._listeners.append(listener)
 
-    def _changed(self, _backend: Backend) -> None:
+    def tools_changed(self) -> None:
+        """The operator changed which tools are offered, or how: the index is rebuilt and every
+        listener told."""
+        self._changed(None)
+
+    def _changed(self, _backend: Backend | None) -> None:
         ready = [b.catalog for b in self._backends.values() if b.catalog.tools or b.catalog.prompts]
         sep = self.settings.separator
         self.tool_index, tool_collisions = build_index(
-            ((c.server, t) for c in ready for t in c.tools), sep, self.reserved_names)
+            ((c.server, t) for c in ready for t in c.tools), sep, self.reserved_names, self.tool_rules.name)
         self.prompt_index, prompt_collisions = build_index(
             ((c.server, p.name) for c in ready for p in c.prompts), sep)
         for message in set(tool_collisions + prompt_collisions) - set(self.collisions):

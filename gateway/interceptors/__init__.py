@@ -9,14 +9,22 @@ roads into a backend never change for them.
 from __future__ import annotations
 
 from gateway.backends.invocation import Interceptor
+from gateway.backends.tool_rules import ToolRules
 from gateway.config import GatewaySettings
 from gateway.interceptors.input_required import InputRequired
+from gateway.interceptors.observe import Observe
 from gateway.interceptors.redaction import Redaction
 from gateway.interceptors.size_limit import SizeLimit
+from gateway.interceptors.tool_policy import ToolPolicy
 from gateway.policy import Redactor
 
 
-def build_interceptors(settings: GatewaySettings, redact: Redactor) -> list[Interceptor]:
-    # Redaction is outermost so that every error text, whichever interceptor made it, is covered;
-    # each retry with a client's answers passes the size limit again.
-    return [Redaction(redact), InputRequired(), SizeLimit(settings.max_result_bytes)]
+def build_interceptors(settings: GatewaySettings, redact: Redactor, rules: ToolRules,
+                       observe: Observe | None = None) -> list[Interceptor]:
+    # Observing (audit, metrics) is outermost, so that every refusal is recorded, and it sees
+    # error texts after redaction has covered them, whichever interceptor made them; each retry
+    # with a client's answers passes the size limit again.
+    chain: list[Interceptor] = [ToolPolicy(rules), Redaction(redact), InputRequired(), SizeLimit(settings.max_result_bytes)]
+    if observe is not None and (settings.audit.enabled or settings.metrics):
+        chain.insert(0, observe)
+    return chain

@@ -29,6 +29,9 @@ def check_against_pool(pipeline: Pipeline, pool: BackendPool) -> list[str]:
         except BackendError as exc:
             problems.append(f"{where} '{step.id}', field 'tool': {exc}")
             continue
+        if reason := pool.tool_rules.disabled_by(spec.server, spec.tool):
+            problems.append(f"{where} '{step.id}', field 'tool': tool '{spec.tool}' of server '{spec.server}' is "
+                            f"disabled: {reason}")
         schema = tool.input_schema or {}
         properties = schema.get("properties") or {}
         for name in schema.get("required") or []:
