@@ -14,6 +14,8 @@ Groups (each starts its own processes and stops them before the next one starts)
 - isolation  echo to healthy backends while calls to another backend hang, vs while none do
 - startup    gateway ready with 10 stdio backends vs 10 direct clients started together
 - memory     gateway RSS with 20 stdio backends vs one bare bench_server.py
+- observe    the audit trail (with its file) and metrics on, vs the same gateway with both off: sequential
+             echo over stdio and HTTP, and 64-in-flight load over HTTP
 
 The machine is shared, so paths under comparison run interleaved where they can (blocks of calls
 taking turns, alternating order between rounds), and each group records how busy the rest of the
@@ -76,7 +78,7 @@ BLOCK = 50
 OVERHEAD_PAIRS = 5
 MIB = 1024 * 1024
 GROUP_BOUND = {"pipeline": 300, "stdio": 600, "http": 900, "fanout": 300, "isolation": 300,
-               "startup": 600, "memory": 600}
+               "startup": 600, "memory": 600, "observe": 600}
 GROUPS = list(GROUP_BOUND)
 
 
@@ -250,11 +252,11 @@ class Run:
     def backend(self) -> dict[str, Any]:
         return {"command": sys.executable, "args": [BENCH_SERVER], "env": {MARK_VAR: self.mark}}
 
-    def config(self, name: str, servers: dict[str, Any]) -> Path:
+    def config(self, name: str, servers: dict[str, Any], **gateway: Any) -> Path:
         path = self.tmp / name / "config.json"
         path.parent.mkdir()
         path.write_text(json.dumps({"mcpServers": servers, "gateway": {"call_timeout": 30,
-                                                                      "connect_timeout": READY_BOUND}}))
+                                                                      "connect_timeout": READY_BOUND, **gateway}}))
         return path
 
     def gateway_args(self, config: Path) -> list[str]:
@@ -922,6 +924,57 @@ async def group_startup(run: Run) -> None:
               f"alone {got['alone']:.2f} s)", flush=True)
 
 
+async def group_observe(run: Run) -> None:
+    s = run.settings
+    on = run.config("observe-on", {"bench": run.backend()}, audit={"file": "audit.jsonl"})
+    off = run.config("observe-off", {"bench": run.backend()}, audit={"enabled": False}, metrics=False)
+    labels = ("audit and metrics on", "off")
+    n = s.latency_calls
+    stdio_p50 = run.metric("observe", f"stdio: p50 of {n} sequential echo", "≤ 1.05×", 1.05, labels=labels)
+    http_p50 = run.metric("observe", f"streamable HTTP: p50 of {s.http_calls} sequential echo", "≤ 1.05×", 1.05,
+                          labels=labels)
+    http_tp = run.metric("observe", f"streamable HTTP: {s.throughput_calls} echo, {s.concurrency} in flight",
+                         "≥ 0.97×", 0.97, higher_is_better=True, abs_unit="calls/s", labels=labels)
+    hi = {"text": "hi"}
+    ports = {"on": run.port(), "off": run.port()}
+    stdio = {"on": run.gateway_stdio(on, "gateway-on"), "off": run.gateway_stdio(off, "gateway-off")}
+    with contextlib.ExitStack() as procs:
+        for name, config in (("on", on), ("off", off)):
+            procs.enter_context(run.gateway_http(config, ports[name]))
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(entered(*stdio.values()))
+            http = {name: await stack.enter_async_context(Client(f"http://127.0.0.1:{port}/mcp", timeout=CLIENT_TIMEOUT))
+                    for name, port in ports.items()}
+            many = {name: await stack.enter_async_context(connected(f"http://127.0.0.1:{port}/mcp", s.clients, "auto"))
+                    for name, port in ports.items()}
+            for client in (*stdio.values(), *http.values()):
+                await wait_ready(client, 1)
+            over_stdio = {name: target(client, fixed("bench__echo", hi)) for name, client in stdio.items()}
+            over_http = {name: target(client, fixed("bench__echo", hi)) for name, client in http.items()}
+            for paths in (over_stdio, over_http):
+                note_failures(run, (await interleave(paths, 20, 20, echoed))[1])
+            for clients in many.values():
+                await load(clients, lambda i, p: ("bench__echo", {"text": p}), 4 * s.concurrency, s.concurrency)
+            for r in range(s.rounds):
+                for metric, paths, calls in ((stdio_p50, over_stdio, n), (http_p50, over_http, s.http_calls)):
+                    samples, failures = await interleave(paths, calls, BLOCK, echoed)
+                    note_failures(run, failures)
+                    metric.add(p50(samples["on"]) / p50(samples["off"]), ms(p50(samples["on"])), ms(p50(samples["off"])))
+                walls: Counter[str] = Counter()
+                oks: Counter[str] = Counter()
+                for chunk in range(max(1, s.throughput_calls // s.throughput_chunk)):
+                    for name in (["on", "off"] if (chunk + r) % 2 == 0 else ["off", "on"]):
+                        with anyio.fail_after(GROUP_BOUND["observe"] / 3):
+                            wall, echoes = await load(many[name], lambda i, p: ("bench__echo", {"text": p}),
+                                                      s.throughput_chunk, s.concurrency)
+                        walls[name] += wall
+                        oks[name] += echoes.ok
+                rate = {name: oks[name] / walls[name] for name in walls}
+                http_tp.add(rate["on"] / rate["off"], rate["on"], rate["off"])
+                print(f"  round {r + 1}: stdio p50 {stdio_p50.values[-1]:.3f}×, HTTP p50 {http_p50.values[-1]:.3f}×, "
+                      f"HTTP throughput {http_tp.values[-1]:.3f}×", flush=True)
+
+
 async def group_memory(run: Run) -> None:
     s = run.settings
     twenty = [f"bench{i}" for i in range(20)]
@@ -970,7 +1023,7 @@ async def group_memory(run: Run) -> None:
 
 GROUP_FUNCS: dict[str, Callable[[Run], Awaitable[None]]] = {
     "pipeline": group_pipeline, "stdio": group_stdio, "http": group_http, "fanout": group_fanout,
-    "isolation": group_isolation, "startup": group_startup, "memory": group_memory}
+    "isolation": group_isolation, "startup": group_startup, "memory": group_memory, "observe": group_observe}
 
 
 # -- report --------------------------------------------------------------------------------------

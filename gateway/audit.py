@@ -1,10 +1,11 @@
 """The audit trail: who called what, when, how long it took and how it ended.
 
 Kept in memory (the newest `gateway.audit.keep` calls, for GET /calls and the console) and, when
-`gateway.audit.file` is set, appended as JSON lines by a writer thread with size rotation
-(`logging.handlers`), so that a slow disk never holds up a call: past a full queue a line is
-dropped and counted, not waited for. Error texts are redacted before they get here; argument values
-are recorded only with `gateway.audit.arguments`, and redacted.
+`gateway.audit.file` is set, appended as JSON lines with size rotation (`logging.handlers`). The
+file is written in batches, in a worker thread, a few times a second: a call only appends to a
+list, so a slow disk never holds up a call, and past PENDING_LIMIT unwritten calls the newest are
+dropped and counted rather than waited for. Error texts are redacted before they get here; argument
+values are recorded only with `gateway.audit.arguments`, and redacted.
 """
 
 from __future__ import annotations
@@ -12,89 +13,125 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import queue
 from collections import deque
 from datetime import datetime, timezone
-from logging.handlers import QueueListener, RotatingFileHandler
+from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Any
+
+import anyio
 
 from gateway.backends.invocation import Invocation
 from gateway.config import AuditSettings
 from gateway.interceptors.observe import CallRecord, argument_summary
 from gateway.policy import Redactor
 
-QUEUE_LIMIT = 10_000
+PENDING_LIMIT = 10_000
+WRITE_EVERY = 0.25  # seconds
+
+Kept = tuple[int, CallRecord, list[str], int, Any]  # number, record, argument names and size, values shown
 
 
 class _JsonLines(RotatingFileHandler):
-    """Writes each record's message as it is: one JSON object per line."""
+    """Writes each record's message as it is: a batch of JSON lines."""
 
     def format(self, record: logging.LogRecord) -> str:
         return str(record.msg)
 
 
 class AuditTrail:
+    """Use as `async with AuditTrail(...) as audit:`; leaving writes what is pending and closes the file."""
+
     def __init__(self, settings: AuditSettings, path: Path | None, redact: Redactor) -> None:
         self._settings = settings
         self._redact = redact
-        self._ring: deque[dict[str, Any]] = deque(maxlen=settings.keep)
+        self._ring: deque[Kept] = deque(maxlen=settings.keep)
         self._ids = itertools.count(1)
-        self.dropped = 0  # lines the file writer could not keep up with
-        self._queue: queue.Queue[logging.LogRecord] = queue.Queue(QUEUE_LIMIT)
-        self._listener: QueueListener | None = None
+        self.dropped = 0  # calls the file could not keep up with
+        self._pending: list[Kept] = []
         self.path = path
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handler = _JsonLines(path, maxBytes=settings.max_bytes, backupCount=settings.backups, encoding="utf-8")
-            self._listener = QueueListener(self._queue, handler)
+        self._file: _JsonLines | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
 
-    def __enter__(self) -> AuditTrail:
-        if self._listener is not None:
-            self._listener.start()
+    async def __aenter__(self) -> AuditTrail:
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = _JsonLines(self.path, maxBytes=self._settings.max_bytes,
+                                    backupCount=self._settings.backups, encoding="utf-8")
+            self._tg = await anyio.create_task_group().__aenter__()
+            self._tg.start_soon(self._keep_writing)
         return self
 
-    def __exit__(self, *exc_info: Any) -> None:
-        if self._listener is not None:
-            self._listener.stop()  # writes what is queued, then closes the file
-            for handler in self._listener.handlers:
-                handler.close()
+    async def __aexit__(self, *exc_info: Any) -> None:
+        if self._tg is None or self._file is None:
+            return
+        self._tg.cancel_scope.cancel()
+        await self._tg.__aexit__(None, None, None)
+        with anyio.CancelScope(shield=True):
+            await self._write_pending()
+        self._file.close()
+
+    async def _keep_writing(self) -> None:
+        while True:
+            await anyio.sleep(WRITE_EVERY)
+            await self._write_pending()
+
+    async def _write_pending(self) -> None:
+        batch, self._pending = self._pending, []
+        if batch and self._file is not None:
+            await anyio.to_thread.run_sync(self._write, batch)
+
+    def _write(self, batch: list[Kept]) -> None:
+        assert self._file is not None
+        lines = "\n".join(json.dumps(_entry(*kept), default=str, ensure_ascii=False) for kept in batch)
+        # one write per batch; the size is checked before it, so a file may pass max_bytes by a batch
+        self._file.handle(logging.makeLogRecord({"msg": lines}))
 
     def started(self, invocation: Invocation) -> None:
         pass
 
     def finished(self, record: CallRecord) -> None:
         keys, size = argument_summary(record.arguments)
-        entry: dict[str, Any] = {
-            "id": next(self._ids),
-            "time": datetime.fromtimestamp(record.started, timezone.utc).isoformat(timespec="milliseconds"),
-            "caller": record.caller, "client": record.client, "road": record.road.value,
-            "server": record.server, "method": record.method,
-            "tool": record.target if record.method == "tools/call" else None,
-            "target": record.target, "duration_ms": round(record.duration * 1000, 2),
-            "outcome": record.outcome, "error": self._redact(record.error) if record.error else None,
-            "argument_keys": keys, "argument_bytes": size,
-        }
-        if self._settings.arguments and record.arguments is not None:
-            entry["arguments"] = self._redact.value(record.arguments)
-        self._ring.append(entry)
-        if self._listener is not None:
-            try:
-                line = json.dumps(entry, default=str, ensure_ascii=False)
-                self._queue.put_nowait(logging.makeLogRecord({"msg": line}))
-            except queue.Full:
+        shown = self._redact.value(record.arguments) if self._settings.arguments and record.arguments else None
+        # The ring keeps the record (not its arguments) and is turned into JSON only when read; the
+        # file gets its line now.
+        if record.error:
+            record.error = self._redact(record.error)
+        kept: Kept = (next(self._ids), record, keys, size, shown)
+        self._ring.append(kept)
+        if self._file is not None:
+            if len(self._pending) < PENDING_LIMIT:
+                self._pending.append(kept)
+            else:
                 self.dropped += 1
 
     def recent(self, limit: int = 100, server: str | None = None, outcome: str | None = None) -> list[dict[str, Any]]:
         """The newest calls first, filtered by server and outcome."""
         found: list[dict[str, Any]] = []
-        for entry in reversed(self._ring):
-            if (server is None or entry["server"] == server) and (outcome is None or entry["outcome"] == outcome):
-                found.append(entry)
+        for kept in reversed(self._ring):
+            record = kept[1]
+            if (server is None or record.server == server) and (outcome is None or record.outcome == outcome):
+                found.append(_entry(*kept))
                 if len(found) >= limit:
                     break
         return found
 
     @property
     def total(self) -> int:
-        return self._ring[-1]["id"] if self._ring else 0
+        return self._ring[-1][0] if self._ring else 0
+
+
+def _entry(number: int, record: CallRecord, keys: list[str], size: int, arguments: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "id": number,
+        "time": datetime.fromtimestamp(record.started, timezone.utc).isoformat(timespec="milliseconds"),
+        "caller": record.caller, "client": record.client, "road": record.road.value,
+        "server": record.server, "method": record.method,
+        "tool": record.target if record.method == "tools/call" else None,
+        "target": record.target, "duration_ms": round(record.duration * 1000, 2),
+        "outcome": record.outcome, "error": record.error,
+        "argument_keys": keys, "argument_bytes": size,
+    }
+    if arguments is not None:
+        entry["arguments"] = arguments
+    return entry

@@ -11,7 +11,6 @@ import sys
 from enum import Enum
 from ipaddress import ip_address
 from pathlib import Path
-from typing import Any
 
 # Read by fastmcp at import time. Failing calls are answered to the client as error results;
 # fastmcp's own rich tracebacks for them would only flood the console.
@@ -69,11 +68,7 @@ async def _serve(config: GatewayConfig, pipelines: Path, transport: Transport, h
     sessions = ConsoleSessions()
     async with running_gateway(config, pipelines, allow_any_command=allow_any_command, listening=listening,
                                started=started) as gateway:
-        def role_of(token: str) -> Any:
-            access = credentials.access_for(token)
-            return access.role if access else None
-
-        routes = [*gateway.console_routes, *ui_routes(gateway.console, sessions, role_of)]
+        routes = [*gateway.console_routes, *ui_routes(gateway.console, sessions, lambda t: credentials.access_for(t))]
         if transport is Transport.stdio:
             if admin_port is None:
                 await serve_stdio(gateway.mcp)

@@ -18,6 +18,7 @@ from gateway.backends.catalog import describe_params
 from gateway.backends.errors import BackendError
 from gateway.backends.invocation import Invocation, Road
 from gateway.backends.pool import BackendPool
+from gateway.backends.tool_rules import ToolRules
 from gateway.persistence import StateFile
 from gateway.policy import Redactor, redact_url
 from gateway.provider import run_backend_tool
@@ -27,8 +28,10 @@ from gateway.sandbox import shown_command
 CONTROL_TOOLS = ("register_server", "remove_server", "list_servers", "call_backend", "route_pipeline")
 
 
-def server_summary(backend: Backend, exported: dict[tuple[str, str], str], redact: Redactor) -> dict[str, Any]:
-    """What list_servers shows of a backend. Env and header values are never included."""
+def server_summary(backend: Backend, exported: dict[tuple[str, str], str], redact: Redactor, rules: ToolRules,
+                   *, operator: bool = False) -> dict[str, Any]:
+    """What list_servers shows of a backend: its offered tools; an operator's view shows the disabled
+    ones too, and why. Env and header values are never included."""
     spec = backend.spec
     state = backend.refresh_state()
     info: dict[str, Any] = {
@@ -37,13 +40,18 @@ def server_summary(backend: Backend, exported: dict[tuple[str, str], str], redac
         "status": state.value,
         "protocol_version": backend.protocol_version,
         "description": redact(spec.description) if spec.description else None,
-        "tool_count": len(backend.catalog.tools),
-        "tools": [{"name": name, "exported_as": exported.get((backend.name, name))}
-                  for name in sorted(backend.catalog.tools)],
+        "tool_count": 0,
+        "tools": [],
         "timeout_seconds": backend.call_timeout,
         "last_error": redact(backend.last_error) if backend.last_error else None,
         "registered_at_runtime": backend.runtime,
     }
+    for name in sorted(backend.catalog.tools):
+        reason = rules.disabled_by(backend.name, name)
+        if reason is None or operator:
+            info["tools"].append({"name": name, "exported_as": exported.get((backend.name, name)),
+                                  **({"disabled_by": reason} if operator else {})})
+    info["tool_count"] = len(info["tools"])
     if state in (State.down, State.failed):
         info["consecutive_failures"] = backend.failures
         info["next_retry_in_seconds"] = round(max(0.0, backend.retry_at - time.monotonic()), 1)
@@ -67,10 +75,12 @@ def server_summary(backend: Backend, exported: dict[tuple[str, str], str], redac
     return info
 
 
-def servers_report(pool: BackendPool, redact: Redactor, state: StateFile | None) -> dict[str, Any]:
-    """list_servers' answer, also served at GET /servers."""
+def servers_report(pool: BackendPool, redact: Redactor, state: StateFile | None, *, operator: bool = False
+                   ) -> dict[str, Any]:
+    """list_servers' answer; an operator's (GET /servers) also lists disabled tools, and why."""
     exported = {key: name for name, key in pool.tool_index.items()}  # (server, tool) -> exported name
-    result: dict[str, Any] = {"servers": [server_summary(b, exported, redact) for b in pool.backends()]}
+    result: dict[str, Any] = {"servers": [server_summary(b, exported, redact, pool.tool_rules, operator=operator)
+                                          for b in pool.backends()]}
     if pool.collisions:
         result["name_collisions"] = pool.collisions
     if state is not None and state.problem:

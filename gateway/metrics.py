@@ -59,6 +59,7 @@ class Metrics:
         self._steps = Counter("gateway_pipeline_steps", "pipeline steps, by how they ended", ["pipeline", "status"],
                               registry=self.registry)
         self.registry.register(_Backends(pool))
+        self._series: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
 
     def _server(self, name: str) -> str:
         return name if name in self._pool else "unknown"
@@ -73,8 +74,12 @@ class Metrics:
         if record.method == "tools/call":
             known = server != "unknown" and record.target in self._pool.get(server).catalog.tools
             tool = record.target if known and record.target else "unknown"
-        self._calls.labels(server, tool, record.road.value, record.outcome).inc()
-        self._latency.labels(server, record.road.value).observe(record.duration)
+        key = (server, tool, record.road.value, record.outcome)
+        series = self._series.get(key)
+        if series is None:  # labels() is a few µs a call; the series of a label set never change
+            series = self._series[key] = (self._calls.labels(*key), self._latency.labels(server, record.road.value))
+        series[0].inc()
+        series[1].observe(record.duration)
 
     def pipeline_finished(self, report: dict[str, Any]) -> None:
         pipeline = str(report.get("pipeline"))

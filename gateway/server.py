@@ -137,7 +137,7 @@ async def running_gateway(config: GatewayConfig, pipelines_dir: Path | None = No
     rules = ToolRules(config.mcpServers)
     observe = Observe()
     audit = AuditTrail(settings.audit, config.audit_path(), redact) if settings.audit.enabled else None
-    with audit or nullcontext():
+    async with audit or nullcontext():
         async with BackendPool(settings, reserved_names=CONTROL_TOOLS, started=started, tool_rules=rules,
                                interceptors=build_interceptors(settings, redact, rules, observe)) as pool, \
                 anyio.create_task_group() as tg:

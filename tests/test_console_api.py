@@ -52,6 +52,9 @@ async def test_tool_settings_from_the_config_apply_on_every_road(tmp_path: Path,
         "u": backend_spec(mark, enabled_tools=["echo", "ad?"]),
     })
     async with stdio_client(config, mark, "auto", "--pipelines", str(pipelines)) as client:
+        servers = await settled(client)
+        assert {"add", "slow"}.isdisjoint(t["name"] for t in servers["t"]["tools"])  # list_servers hides them too
+        assert {"name": "echo", "exported_as": "say"} in servers["t"]["tools"]
         tools = await listed_tools(client)
         assert "t__add" not in tools and "t__slow" not in tools and "t__echo" not in tools
         assert tools["say"].description == "Say it back" and "t__crash" in tools
@@ -132,6 +135,11 @@ async def test_rest_api_servers_auth_and_errors(tmp_path: Path, mark: str) -> No
         async with api(url) as admin, api(url, CLIENT) as client, api(url, None) as nobody, \
                 api(url, "wrong") as wrong:
             assert (await nobody.get("/healthz")).status_code == 200
+            rebound = await admin.get("/servers", headers={"Host": "evil.example"})  # DNS rebinding
+            assert rebound.status_code in (400, 403, 421) and "servers" not in rebound.text
+            foreign = await admin.post("/servers", headers={"Origin": "http://evil.example"}, json={"name": "x"})
+            assert foreign.status_code == 403 and "x" not in [s["name"] for s in
+                                                              (await admin.get("/servers")).json()["servers"]]
             for who, status in ((nobody, 401), (wrong, 401), (client, 403)):
                 for method, path in (("GET", "/servers"), ("GET", "/tools"), ("GET", "/metrics"),
                                      ("POST", "/servers"), ("GET", "/openapi.json"), ("GET", "/calls")):

@@ -32,7 +32,7 @@ class Override:
 
 class ToolRules:
     def __init__(self, specs: Mapping[str, ServerSpec] = {}) -> None:
-        self._settings = {name: spec for name, spec in specs.items()}
+        self._settings = dict(specs)
         self.overrides: dict[tuple[str, str], Override] = {}
 
     def _setting(self, server: str, tool: str) -> ToolSetting | None:
@@ -82,10 +82,6 @@ class ToolRules:
         else:
             self.overrides.pop((server, tool), None)
         return updated
-
-    def forget_server(self, server: str) -> None:
-        for key in [key for key in self.overrides if key[0] == server]:
-            del self.overrides[key]
 
     # -- the state file's "tools" section: {server: {tool: {"enabled": ..., ...}}} ---------------
 

@@ -116,7 +116,7 @@ class Console:
 
     def report(self) -> dict[str, Any]:
         """list_servers' answer: the servers, and name collisions or a state file problem if any."""
-        return servers_report(self.pool, self.redact, self.state)
+        return servers_report(self.pool, self.redact, self.state, operator=True)
 
     def servers(self) -> list[dict[str, Any]]:
         servers: list[dict[str, Any]] = self.report()["servers"]
@@ -131,7 +131,7 @@ class Console:
     def server(self, name: str) -> dict[str, Any]:
         backend = self._backend(name)
         exported = {key: exported for exported, key in self.pool.tool_index.items()}
-        info = server_summary(backend, exported, self.redact)
+        info = server_summary(backend, exported, self.redact, self.pool.tool_rules, operator=True)
         info["stderr_tail"] = self.redact(backend.stderr.tail(50)) if backend.stderr is not None else None
         info["restarts"] = max(0, backend.sessions - 1)
         return info

@@ -27,7 +27,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from gateway.access import ACCESS_KEY
+from gateway.access import ACCESS_KEY, Access
+from gateway.console.api import caller_of
 from gateway.console.service import Console, ConsoleError
 from gateway.console.sessions import COOKIE, ConsoleSessions, Role, Session
 
@@ -40,7 +41,6 @@ TEMPLATES = HERE / "templates"
 PAGE_SIZE = 50
 CALLS_SHOWN = 100
 OUTCOMES = ("ok", "error", "failed", "timeout", "cancelled")
-IDENTITY = "console"
 SESSION_KEY = "gateway.session"  # scope state: the Session of a cookie-authenticated request (or, with
 # ACCESS_KEY, the Access the middleware decided, which carries it)
 
@@ -275,7 +275,7 @@ def _pipeline_inputs(form: dict[str, str], schema: Any) -> dict[str, Any]:
 # -- the routes -------------------------------------------------------------------------------------
 
 def ui_routes(console: Console, sessions: ConsoleSessions,
-              check_token: Callable[[str], Role | None]) -> list[Route]:
+              check_token: Callable[[str], Access | None]) -> list[Route]:
     return _UI(console, sessions, check_token).routes()
 
 
@@ -295,7 +295,7 @@ def _guarded(handler: Callable[[_UI, Request], Awaitable[Response]]) -> Callable
 
 class _UI:
     def __init__(self, console: Console, sessions: ConsoleSessions,
-                 check_token: Callable[[str], Role | None]) -> None:
+                 check_token: Callable[[str], Access | None]) -> None:
         self.console = console
         self.sessions = sessions
         self.check_token = check_token
@@ -353,7 +353,7 @@ class _UI:
         """A full page (with `page`, the nav entry it is) or a fragment (without). `changed`: the
         answer to a change, after which the header's counts refresh themselves."""
         session = self.session(request)
-        if page is not None:
+        if page not in (None, "login"):
             context.setdefault("summary", self.summary())
         html = self.env.get_template(template).render(
             page=page, csrf=session.csrf if session else "", logged_in=page not in (None, "login"), **context)
@@ -393,12 +393,13 @@ class _UI:
     async def login(self, request: Request) -> Response:
         form = await request.form()
         token = form.get("token")
-        role = self.check_token(token) if isinstance(token, str) and token else None
-        if role is None:
+        access = self.check_token(token) if isinstance(token, str) and token else None
+        if access is None:
             return self.render(request, "login.html", 401, page="login", message=WRONG_TOKEN)
-        if role != Role.admin:
+        if access.role != Role.admin:
             return self.render(request, "login.html", 403, page="login", message=CLIENT_REFUSED)
-        session_id, _session = self.sessions.open(Role.admin, IDENTITY)
+        self.sessions.close(request.cookies.get(COOKIE))  # a session this browser had before ends here
+        session_id, _session = self.sessions.open(Role.admin, access.identity)
         response = RedirectResponse("/ui/servers", status_code=303)
         response.set_cookie(COOKIE, session_id, httponly=True, samesite="strict", path="/",
                             secure=request.url.scheme == "https")
@@ -612,7 +613,7 @@ class _UI:
             if not found:
                 raise ConsoleError(404, "not_found", f"no pipeline is named '{name}' (any more): reload the page")
             inputs = _pipeline_inputs(form, found[0].get("inputs"))
-            report = await self.console.run_pipeline(name, inputs)
+            report = await self.console.run_pipeline(name, inputs, caller_of(request))
         except BadInput as exc:
             return self.render(request, "_pipeline_report.html", 400, name=name, message=str(exc), kind="error")
         except ConsoleError as exc:
@@ -646,4 +647,6 @@ class _UI:
 
     @_guarded
     async def call_rows(self, request: Request) -> Response:
-        return self.render(request, "_call_rows.html", **self.calls_context(request))
+        response = self.render(request, "_call_rows.html", **self.calls_context(request))
+        response.headers["HX-Trigger"] = "calls-polled"  # the header's call counts follow (at most every 2 s)
+        return response

@@ -30,7 +30,7 @@ class CallRecord:
     duration: float = 0.0  # seconds
     outcome: str = "ok"  # ok | error (the tool said so) | failed | timeout | cancelled | input_required
     error: str | None = None
-    arguments: dict[str, Any] | None = None
+    arguments: dict[str, Any] | None = None  # a tool call's; listeners look at them, none keeps them
 
 
 class CallListener(Protocol):
@@ -78,6 +78,7 @@ class Observe:
                                 else None)
             for listener in self.listeners:
                 listener.finished(record)
+            record.arguments = None
 
 
 def _first_text(result: Result) -> str | None:
