@@ -27,10 +27,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from gateway.access import ACCESS_KEY, Access
+from gateway.access import Access
 from gateway.console.api import caller_of
 from gateway.console.service import Console, ConsoleError
-from gateway.console.sessions import COOKIE, ConsoleSessions, Role, Session
+from gateway.console.sessions import COOKIE, SESSION_KEY, ConsoleSessions, Role, Session
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,6 @@ TEMPLATES = HERE / "templates"
 PAGE_SIZE = 50
 CALLS_SHOWN = 100
 OUTCOMES = ("ok", "error", "failed", "timeout", "cancelled")
-SESSION_KEY = "gateway.session"  # scope state: the Session of a cookie-authenticated request (or, with
-# ACCESS_KEY, the Access the middleware decided, which carries it)
 
 WRONG_TOKEN = "wrong token"
 CLIENT_REFUSED = "this token may use MCP but not the console: log in with an operator (admin) token"
@@ -335,10 +333,7 @@ class _UI:
     @staticmethod
     def session(request: Request) -> Session | None:
         """The browser's console session (None for a bearer token), as the auth middleware left it."""
-        state = request.scope.get("state") or {}
-        session = state.get(SESSION_KEY)
-        if session is None:
-            session = getattr(state.get(ACCESS_KEY), "session", None)
+        session = (request.scope.get("state") or {}).get(SESSION_KEY)
         return session if isinstance(session, Session) else None
 
     def summary(self) -> dict[str, Any] | None:
