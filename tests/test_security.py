@@ -87,7 +87,8 @@ async def test_only_secret_looking_env_values_are_blanked(tmp_path: Path, mark: 
 @pytest.fixture
 def token_gateway(tmp_path: Path, mark: str):
     config = write_config(tmp_path / "config.json", {"t": backend_spec(mark, env={"API_TOKEN": SECRET})})
-    with http_gateway(config, mark, "streamable-http", "--auth-token", "tok-one", "--auth-token", "tok-two") as (url, _):
+    with http_gateway(config, mark, "streamable-http", "--auth-token", "tok-one", "--auth-token", "tok-two",
+                      "--admin-token", "op-token") as (url, _):
         yield url
 
 
@@ -101,12 +102,15 @@ async def test_http_auth_on_mcp_and_admin_routes(token_gateway: str) -> None:
                 assert response.status_code == 401, (path, headers)
                 assert response.json()["error"] == "unauthorized" and "Bearer" in response.json()["message"]
         assert (await http.get(base + "/healthz")).json() == {"status": "ok"}
-        servers = await http.get(base + "/servers", headers={"X-API-Key": "tok-two"})
+        # a client token reaches MCP, never the operator's API
+        refused = await http.get(base + "/servers", headers={"X-API-Key": "tok-two"})
+        assert refused.status_code == 403 and refused.json()["error"] == "forbidden"
+        servers = await http.get(base + "/servers", headers={"X-API-Key": "op-token"})
         assert servers.status_code == 200 and servers.json()["servers"][0]["name"] == "t"
         assert servers.json()["servers"][0]["env_keys"] == ["API_TOKEN", "GATEWAY_TEST_MARK"]
         assert SECRET not in servers.text
         for path in ("/servers", "/mcp"):
-            rebinding = await http.get(base + path, headers={"X-API-Key": "tok-two", "Host": "evil.example"})
+            rebinding = await http.get(base + path, headers={"X-API-Key": "op-token", "Host": "evil.example"})
             assert rebinding.status_code == 421, path
     async with Client(token_gateway, auth="tok-one") as client:
         assert (await client.call_tool("t__echo", {"text": "authorized"})).data == "authorized"
