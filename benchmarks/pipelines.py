@@ -19,6 +19,7 @@ from pathlib import Path
 from gateway.backends.invocation import Invocation, Road
 from gateway.backends.pool import BackendPool
 from gateway.config import GatewaySettings, ServerSpec
+from gateway.backends.tool_rules import ToolRules
 from gateway.interceptors import build_interceptors
 from gateway.pipelines.engine import run_pipeline
 from gateway.pipelines.spec import compile_pipeline
@@ -46,7 +47,8 @@ FOREACH = {"name": "foreach", "steps": {"each": {
 def bench_pool() -> BackendPool:
     """A pool as the gateway runs one: with the default interceptors."""
     settings = GatewaySettings()
-    return BackendPool(settings, interceptors=build_interceptors(settings, Redactor()))
+    rules = ToolRules()
+    return BackendPool(settings, interceptors=build_interceptors(settings, Redactor(), rules), tool_rules=rules)
 
 
 async def echo(pool: BackendPool) -> None:

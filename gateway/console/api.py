@@ -70,7 +70,7 @@ class Operation:
     status: int = 200
 
 
-OPERATIONS: dict[str, Operation] = {op.summary: op for op in (
+OPERATIONS = (
     Operation("GET", "/servers", "List servers with status, tools and last error"),
     Operation("POST", "/servers", "Register a server (trusted like the config file)", NewServer, status=201),
     Operation("GET", "/servers/{name}", "One server, with its stderr tail and restarts"),
@@ -87,7 +87,7 @@ OPERATIONS: dict[str, Operation] = {op.summary: op for op in (
     Operation("GET", "/pipelines", "Pipelines with their validation status"),
     Operation("POST", "/pipelines/{name}/run", "Run a pipeline; the body is its inputs as a JSON object"),
     Operation("GET", "/metrics", "Prometheus metrics"),
-)}
+)
 
 
 def api_routes(console: Console) -> list[Route]:
@@ -129,24 +129,26 @@ def api_routes(console: Console) -> list[Route]:
             raise refused(404, "metrics are off (gateway.metrics is false)")
         return Response(console.metrics.exposition(), media_type=CONTENT_TYPE)
 
-    handlers: dict[str, Handler] = {
-        "GET /servers": list_servers, "POST /servers": add_server, "GET /servers/{name}": get_server,
-        "DELETE /servers/{name}": remove_server, "POST /servers/{name}/restart": restart_server,
-        "GET /tools": list_tools, "PATCH /tools/{exported_name}": change_tool, "GET /calls": list_calls,
-        "GET /pipelines": list_pipelines, "POST /pipelines/{name}/run": run, "GET /metrics": metrics,
+    handlers: dict[tuple[str, str], Handler] = {
+        ("GET", "/servers"): list_servers, ("POST", "/servers"): add_server, ("GET", "/servers/{name}"): get_server,
+        ("DELETE", "/servers/{name}"): remove_server, ("POST", "/servers/{name}/restart"): restart_server,
+        ("GET", "/tools"): list_tools, ("PATCH", "/tools/{exported_name}"): change_tool,
+        ("GET", "/calls"): list_calls, ("GET", "/pipelines"): list_pipelines,
+        ("POST", "/pipelines/{name}/run"): run, ("GET", "/metrics"): metrics,
     }
+    status = {(op.method, op.path): op.status for op in OPERATIONS}
     routes: dict[str, list[str]] = {}
-    for op in OPERATIONS.values():
+    for op in OPERATIONS:
         routes.setdefault(op.path, []).append(op.method)
 
     def endpoint_for(path: str) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
-            op = next(o for o in OPERATIONS.values() if o.path == path and o.method == request.method)
+            key = ("GET" if request.method == "HEAD" else request.method, path)
             try:
-                answer = await handlers[f"{op.method} {op.path}"](request)
+                answer = await handlers[key](request)
             except ConsoleError as exc:
                 return error_response(exc.status, exc.error, exc.message)
-            return answer if isinstance(answer, Response) else JSONResponse(answer, status_code=op.status)
+            return answer if isinstance(answer, Response) else JSONResponse(answer, status_code=status[key])
 
         return endpoint
 
@@ -163,7 +165,7 @@ def openapi(version: str) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     schemas: dict[str, Any] = {"Error": {"type": "object", "required": ["error", "message"], "properties": {
         "error": {"type": "string"}, "message": {"type": "string"}}}}
-    for op in OPERATIONS.values():
+    for op in OPERATIONS:
         entry: dict[str, Any] = {"summary": op.summary, "operationId": _operation_id(op), "responses": {
             str(op.status): {"description": "success", "content": {
                 "text/plain" if op.path == "/metrics" else "application/json": {"schema": {}}}},

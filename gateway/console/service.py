@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.audit import AuditTrail
+from gateway.backends.backend import Backend
 from gateway.backends.errors import BackendError, RegistrationError, UnknownServer
 from gateway.backends.invocation import Caller, Invocation
 from gateway.backends.pool import BackendPool
@@ -122,7 +123,7 @@ class Console:
         servers: list[dict[str, Any]] = self.report()["servers"]
         return servers
 
-    def _backend(self, name: str) -> Any:
+    def _backend(self, name: str) -> Backend:
         try:
             return self.pool.get(name)
         except UnknownServer as exc:
@@ -249,8 +250,7 @@ class Console:
                            "inputs": None, "source": source})
         return listed
 
-    async def run_pipeline(self, name: str, inputs: Any, caller: Caller = Caller("console", "console")
-                           ) -> dict[str, Any]:
+    async def run_pipeline(self, name: str, inputs: Any, caller: Caller) -> dict[str, Any]:
         self.registry.refresh()
         pipeline = self.registry.pipelines.get(name)
         if pipeline is None:
