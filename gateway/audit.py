@@ -93,8 +93,7 @@ class AuditTrail:
     def finished(self, record: CallRecord) -> None:
         keys, size = argument_summary(record.arguments)
         shown = self._redact.value(record.arguments) if self._settings.arguments and record.arguments else None
-        # The ring keeps the record (not its arguments) and is turned into JSON only when read; the
-        # file gets its line now.
+        # Kept as it is (not its arguments), and turned into JSON only when read or written.
         if record.error:
             record.error = self._redact(record.error)
         kept: Kept = (next(self._ids), record, keys, size, shown)

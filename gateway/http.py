@@ -16,6 +16,7 @@ from gateway.console.sessions import COOKIE, CSRF_HEADER, SESSION_KEY, ConsoleSe
 
 PUBLIC_PATHS = frozenset({"/healthz", "/ui/login"})
 PUBLIC_PREFIXES = ("/ui/static/",)
+OPEN = Access(Role.admin, "anonymous")
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -58,16 +59,18 @@ class TokenAuth:
         if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
             await self.app(scope, receive, send)
             return
-        access, problem = self._access(scope, path)
-        if problem is not None:
-            await problem(scope, receive, send)
+        # a loopback-only (or --no-auth) gateway: everyone is an operator
+        decided = self._access(scope, path) if self.credentials.required else OPEN
+        if isinstance(decided, Response):
+            await decided(scope, receive, send)
             return
         state = scope.setdefault("state", {})
-        state[ACCESS_KEY] = access
-        state[SESSION_KEY] = access.session if access is not None else None
+        state[ACCESS_KEY] = decided
+        state[SESSION_KEY] = decided.session
         await self.app(scope, receive, send)
 
-    def _access(self, scope: Scope, path: str) -> tuple[Access | None, Response | None]:
+    def _access(self, scope: Scope, path: str) -> Access | Response:
+        """The request's Access, or the answer that refuses it."""
         headers = Headers(scope=scope)
         mcp = self._is_mcp(path)
         presented = presented_token(headers)
@@ -76,21 +79,19 @@ class TokenAuth:
             session = self.sessions.get(Request(scope).cookies.get(COOKIE))
             if session is not None:
                 if scope["method"] not in _SAFE_METHODS and not session.csrf_ok(headers.get(CSRF_HEADER)):
-                    return None, _refusal(403, "csrf", "this change came without the console's CSRF token; "
-                                                       "reload the page and try again")
+                    return _refusal(403, "csrf", "this change came without the console's CSRF token; "
+                                                 "reload the page and try again")
                 access = Access(session.role, session.identity, session)
-        if access is None and not self.credentials.required and not presented:
-            access = Access(Role.admin, "anonymous")
         if access is None:
             if path.startswith("/ui") and scope["method"] in _SAFE_METHODS:
-                return None, RedirectResponse("/ui/login", status_code=303)
+                return RedirectResponse("/ui/login", status_code=303)
             what = "a wrong token" if presented else "no token"
-            return None, _refusal(401, "unauthorized", f"{what}: send 'Authorization: Bearer <token>' or "
-                                                       f"'X-API-Key: <token>'")
+            return _refusal(401, "unauthorized", f"{what}: send 'Authorization: Bearer <token>' or "
+                                                 f"'X-API-Key: <token>'")
         if not mcp and access.role is not Role.admin:
-            return None, _refusal(403, "forbidden", "this token may use MCP but not the console or its API; use "
-                                                    "an operator token (gateway.admin_tokens or --admin-token)")
-        return access, None
+            return _refusal(403, "forbidden", "this token may use MCP but not the console or its API; use "
+                                              "an operator token (gateway.admin_tokens or --admin-token)")
+        return access
 
 
 def public_routes() -> list[Route]:

@@ -194,6 +194,7 @@ async def test_console_sessions_need_the_csrf_token_to_change_anything(tmp_path:
             cookie = login.headers["set-cookie"].lower()
             assert "httponly" in cookie and "samesite=strict" in cookie
             await started(browser)
+            assert '<option value="testing">' in (await browser.get("/ui/servers")).text  # the catalog, offered
             page = await browser.get("/ui/tools")
             csrf = re.search(r'name="csrf-token" content="([^"]+)"', page.text)
             assert page.status_code == 200 and csrf, page.text[:500]

@@ -111,7 +111,8 @@ class Console:
                 "tools_enabled": sum(not rules.disabled_by(*key) for key in self.pool.tool_index.values()),
                 "pipelines": len(self.registry.pipelines),
                 "calls_in_flight": self.metrics.calls_in_flight if self.metrics else None,
-                "calls_total": self.audit.total if self.audit else None}
+                "calls_total": self.audit.total if self.audit else None,
+                "audit_lines_dropped": self.audit.dropped if self.audit else None}
 
     # -- servers ------------------------------------------------------------------------------
 
@@ -136,6 +137,11 @@ class Console:
         info["stderr_tail"] = self.redact(backend.stderr.tail(50)) if backend.stderr is not None else None
         info["restarts"] = max(0, backend.sessions - 1)
         return info
+
+    def templates(self) -> list[dict[str, str]]:
+        """The operator's catalog: each template's name and what it starts."""
+        return [{"name": name, "summary": self.redact(template.summary())}
+                for name, template in sorted(self.registrar.policy.catalog.items())]
 
     async def add_server(self, body: Any) -> dict[str, Any]:
         fields = parsed(NewServer, body, "server").model_dump()

@@ -299,7 +299,8 @@ class _UI:
         self.check_token = check_token
         self.env = _environment()
         self.static_files = _static_files()
-        self.env.globals.update(static=self.static_url, htmx_config=HTMX_CONFIG, outcomes=OUTCOMES)
+        self.env.globals.update(static=self.static_url, htmx_config=HTMX_CONFIG, outcomes=OUTCOMES,
+                                catalog=console.templates)
 
     def routes(self) -> list[Route]:
         return [
