@@ -27,8 +27,10 @@ async def gateway_ready() -> float:
     async with Client(StdioTransport(GATEWAY, ["--auto-register", str(CONFIG)], keep_alive=False)) as client:
         # the gateway answers while its backends start: ready is when none is still connecting
         deadline = started + 120
-        while any(s["status"] == "connecting" for s in
-                  (servers := (await client.call_tool("list_servers", {})).structured_content["servers"])):
+        while True:
+            servers = (await client.call_tool("list_servers", {})).structured_content["servers"]
+            if all(s["status"] != "connecting" for s in servers):
+                break
             assert time.perf_counter() < deadline, servers
             await asyncio.sleep(0.02)
         elapsed = time.perf_counter() - started
