@@ -41,7 +41,8 @@ async def test_crash_mid_call_answers_fast_and_restarts_with_backoff(tmp_path: P
                     await anyio.sleep(0.01)
             started = time.monotonic()
             crashed = await client.call_tool("testing__crash", {}, raise_on_error=False)
-            assert crashed.is_error and time.monotonic() - started < 1.0
+            # answered as soon as the process is gone, not after the 10 s call timeout
+            assert crashed.is_error and time.monotonic() - started < 3.0
         assert len(in_flight) == 3 and all(r.is_error and "lost its connection" in text_of(r) for r in in_flight)
         assert (await client.call_tool("other__echo", {"text": "unaffected"})).data == "unaffected"
         assert (await client.call_tool("testing__echo", {"text": "restarted"})).data == "restarted"
@@ -91,8 +92,8 @@ async def test_a_hanging_backend_does_not_slow_the_others(tmp_path: Path, mark: 
                 tg.start_soon(hang)
             during = statistics.median(await latencies())
             tg.cancel_scope.cancel()
-        # generous: other tests may load the machine; a blocked pool would add seconds, not milliseconds
-        assert during < max(before * 2, before + 0.010), (before, during)
+        # generous: other tests may load the machine; a blocked pool would add the hang's 20 s, not milliseconds
+        assert during < max(before * 3, before + 0.050), (before, during)
 
 
 async def test_floods_garbage_and_huge_results(tmp_path: Path, mark: str) -> None:
