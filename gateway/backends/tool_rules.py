@@ -59,18 +59,18 @@ class ToolRules:
 
     def name(self, server: str, tool: str) -> str | None:
         """The exported name the operator chose, or None for the usual <server><sep><tool>."""
-        override = self.overrides.get((server, tool))
-        if override is not None and override.name is not None:
-            return override.name
-        setting = self._setting(server, tool)
-        return setting.name if setting else None
+        return self._chosen(server, tool, "name")
 
     def description(self, server: str, tool: str) -> str | None:
-        override = self.overrides.get((server, tool))
-        if override is not None and override.description is not None:
-            return override.description
-        setting = self._setting(server, tool)
-        return setting.description if setting else None
+        return self._chosen(server, tool, "description")
+
+    def _chosen(self, server: str, tool: str, field: str) -> str | None:
+        """A runtime override's value for `field`, else the config file's, else None."""
+        for source in (self.overrides.get((server, tool)), self._setting(server, tool)):
+            value = getattr(source, field, None) if source is not None else None
+            if value is not None:
+                return str(value)
+        return None
 
     def override(self, server: str, tool: str, changes: Mapping[str, Any]) -> Override:
         """Applies runtime changes ({"enabled", "name", "description"}; None clears one) and returns
