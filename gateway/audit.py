@@ -104,12 +104,14 @@ class AuditTrail:
             else:
                 self.dropped += 1
 
-    def recent(self, limit: int = 100, server: str | None = None, outcome: str | None = None) -> list[dict[str, Any]]:
-        """The newest calls first, filtered by server and outcome."""
+    def recent(self, limit: int = 100, server: str | None = None, outcome: str | None = None,
+               profile: str | None = None) -> list[dict[str, Any]]:
+        """The newest calls first, filtered by server, outcome and the profile they came by."""
         found: list[dict[str, Any]] = []
         for kept in reversed(self._ring):
             record = kept[1]
-            if (server is None or record.server == server) and (outcome is None or record.outcome == outcome):
+            if (server is None or record.server == server) and (outcome is None or record.outcome == outcome) \
+                    and (profile is None or record.profile == profile):
                 found.append(_entry(*kept))
                 if len(found) >= limit:
                     break
@@ -124,7 +126,7 @@ def _entry(number: int, record: CallRecord, keys: list[str], size: int, argument
     entry: dict[str, Any] = {
         "id": number,
         "time": datetime.fromtimestamp(record.started, timezone.utc).isoformat(timespec="milliseconds"),
-        "caller": record.caller, "client": record.client, "road": record.road.value,
+        "caller": record.caller, "client": record.client, "profile": record.profile, "road": record.road.value,
         "server": record.server, "method": record.method,
         "tool": record.target if record.method == "tools/call" else None,
         "target": record.target, "duration_ms": round(record.duration * 1000, 2),

@@ -50,7 +50,7 @@ def _check_internals() -> None:
 
 async def _serve(config: GatewayConfig, pipelines: Path, transport: Transport, host: str, port: int,
                  path: str | None, allow_any_command: bool, credentials: Credentials, admin_port: int | None,
-                 started: dict[str, Started]) -> None:
+                 started: dict[str, Started], profile: str | None) -> None:
     import fastmcp
     from fastmcp.server.http import HostOriginGuardMiddleware
     from starlette.middleware import Middleware
@@ -58,7 +58,9 @@ async def _serve(config: GatewayConfig, pipelines: Path, transport: Transport, h
     from gateway.console.sessions import ConsoleSessions
     from gateway.console.standalone import console_server, generated_admin_token
     from gateway.console.ui import ui_routes
-    from gateway.http import TokenAuth
+    from gateway.http import ProfilePaths, TokenAuth
+    from gateway.http import resource_metadata_routes
+    from gateway.oauth import verifier_for
     from gateway.server import running_gateway
     from gateway.stdio_front import serve_stdio
 
@@ -67,7 +69,8 @@ async def _serve(config: GatewayConfig, pipelines: Path, transport: Transport, h
     settings = config.gateway
     sessions = ConsoleSessions()
     async with running_gateway(config, pipelines, allow_any_command=allow_any_command, listening=listening,
-                               started=started) as gateway:
+                               started=started, profile=profile) as gateway, \
+            verifier_for(settings.auth.oauth) as oauth:
         routes = [*gateway.console_routes, *ui_routes(gateway.console, sessions, lambda t: credentials.access_for(t))]
         if transport is Transport.stdio:
             if admin_port is None:
@@ -93,11 +96,15 @@ async def _serve(config: GatewayConfig, pipelines: Path, transport: Transport, h
             signal.signal(sig, lambda *_: None)
         kind = "sse" if transport is Transport.sse else "streamable-http"
         mcp_paths = [path or "/mcp"] if kind == "streamable-http" else [path or "/sse", "/messages/"]
+        for route in resource_metadata_routes(oauth, mcp_paths[0]) if oauth else ():
+            gateway.mcp.custom_route(route.path, methods=["GET"])(route.endpoint)
         # FastMCP guards its MCP endpoint against DNS rebinding; the same guard, outermost,
         # covers the console and its API too.
         middleware = [Middleware(HostOriginGuardMiddleware, allowed_hosts=settings.allowed_hosts,
                                  allowed_origins=settings.allowed_origins),
-                      Middleware(TokenAuth, credentials=credentials, sessions=sessions, mcp_paths=mcp_paths)]
+                      Middleware(ProfilePaths, profiles=frozenset(settings.profiles)),
+                      Middleware(TokenAuth, credentials=credentials, sessions=sessions, mcp_paths=mcp_paths,
+                                 oauth=oauth)]
         # run_http_async takes no idle timeout; its streamable-HTTP app reads FastMCP's public
         # setting. mcp's own default keeps an abandoned handshake-era session for 30 minutes.
         fastmcp.settings.http_session_idle_timeout = settings.session_idle_timeout
@@ -144,6 +151,10 @@ def serve(
         help="With the stdio transport: also serve the console and its REST API on 127.0.0.1:PORT."),
     no_auth: bool = typer.Option(
         False, "--no-auth", help="Serve HTTP on a non-loopback --host without tokens (unsafe)."),
+    profile: str | None = typer.Option(
+        None, "--profile", metavar="NAME",
+        help="With the stdio transport: serve only this profile of gateway.profiles (over HTTP each "
+             "profile is served at /p/NAME/mcp)."),
     log_level: str = typer.Option("WARNING", help="Gateway log level (logs go to stderr)."),
 ) -> None:
     """Run the gateway (stdio by default)."""
@@ -157,8 +168,16 @@ def serve(
         _fail(str(exc))
     credentials = Credentials(
         tuple([*auth_token, *config.gateway.auth_tokens, *_from_env("GATEWAY_AUTH_TOKENS")]),
-        tuple([*admin_token, *config.gateway.admin_tokens, *_from_env("GATEWAY_ADMIN_TOKENS")]))
-    if transport is not Transport.stdio and not credentials.required and not no_auth and not is_loopback(host):
+        tuple([*admin_token, *config.gateway.admin_tokens, *_from_env("GATEWAY_ADMIN_TOKENS")]),
+        tuple((token, name) for name, spec in config.gateway.profiles.items() for token in spec.tokens))
+    if profile is not None:
+        if transport is not Transport.stdio:
+            _fail(f"--profile is for the stdio transport; over HTTP the profile is served at /p/{profile}/mcp")
+        if profile not in config.gateway.profiles:
+            known = ", ".join(sorted(config.gateway.profiles)) or "none are configured (gateway.profiles)"
+            _fail(f"unknown profile '{profile}'; profiles: {known}")
+    required = credentials.required or config.gateway.auth.oauth is not None
+    if transport is not Transport.stdio and not required and not no_auth and not is_loopback(host):
         _fail(f"refusing to serve on {host} without authentication: give --auth-token (or "
               f"GATEWAY_AUTH_TOKENS), or --no-auth to accept any client on the network")
     if transport is not Transport.stdio and (problem := _unbindable(host, port)):
@@ -180,7 +199,7 @@ def serve(
     started = start_ahead(config.mcpServers)
     try:
         anyio.run(_serve, config, _pipelines_dir(pipelines, auto_register), transport, host, port, path,
-                  allow_any_command, credentials, admin_port, started,
+                  allow_any_command, credentials, admin_port, started, profile,
                   # uvloop takes about 0.1 ms of CPU off each call over HTTP; over stdio it saves
                   # less than the 2 MB it costs
                   backend_options={"use_uvloop": transport is not Transport.stdio and _has_uvloop()})

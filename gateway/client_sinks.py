@@ -20,7 +20,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict
 
 from gateway import _compat
-from gateway.access import ACCESS_KEY
+from gateway.access import ACCESS_KEY, PROFILE_KEY
 from gateway.backends.invocation import Ask, Caller, Invocation, LogMessage, LogSink, ProgressSink
 
 SEVERITY = {level: rank for rank, level in enumerate(get_args(mcp_types.LoggingLevel))}
@@ -116,14 +116,17 @@ def sinks_for(session: ServerSession, request_id: mcp_types.RequestId | None, me
 
 def caller_of(session: ServerSession, http_request: Any) -> Caller:
     """Who is asking: the identity the HTTP front's auth gave the request (or stdio), and the client."""
+    profile = None
     if http_request is None:
         identity = "stdio"
     else:
-        access = http_request.scope.get("state", {}).get(ACCESS_KEY)
+        state = http_request.scope.get("state", {})
+        access = state.get(ACCESS_KEY)
         identity = access.identity if access is not None else "anonymous"
+        profile = state.get(PROFILE_KEY)
     params = session.client_params
     info = params.client_info if params is not None else None
-    return Caller(identity, f"{info.name} {info.version}" if info is not None else None)
+    return Caller(identity, f"{info.name} {info.version}" if info is not None else None, profile)
 
 
 def answerable(session: ServerSession) -> dict[str, Any]:

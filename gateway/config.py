@@ -168,6 +168,84 @@ class AuditSettings(BaseModel):
     arguments: bool = Field(False, description="record argument values (redacted), not only their names")
 
 
+Exposure = Literal["all", "search", "auto"]
+
+
+class ToolBudget(BaseModel):
+    """Past either bound, `tool_exposure: auto` offers search instead of the whole tool list."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tools: int = Field(40, gt=0, description="tools listed at most")
+    tokens: int = Field(10_000, gt=0, description="tokens (estimated as bytes / 4) of the tools/list answer")
+
+
+class ProfileSpec(BaseModel):
+    """A named view of the gateway: which servers, tools and pipelines its clients see."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str | None = None
+    servers: list[str] | None = Field(None, description="these servers only; omitted: every server")
+    tools: list[str] = Field(default_factory=lambda: ["*"], description=(
+        "exported tool names (globs, e.g. 'github__*') offered"))
+    exclude: list[str] = Field(default_factory=list, description="exported tool names (globs) never offered")
+    pipelines: list[str] | None = Field(None, description=(
+        "these pipelines only (those whose steps all stay in the profile); omitted: every such pipeline"))
+    tool_exposure: Exposure | None = Field(None, description="instead of gateway.tool_exposure")
+    tokens: list[str] = Field(default_factory=list, description="client tokens that reach this profile only")
+
+
+class OAuthSettings(BaseModel):
+    """OAuth 2.1 access tokens (JWTs) from an external authorization server, which the gateway
+    verifies itself against the issuer's published keys (the MCP authorization spec's resource server)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    issuer: str = Field(description="the authorization server's issuer identifier; a token's 'iss' must equal it")
+    audience: str | list[str] = Field(description=(
+        "the audience (or audiences) this gateway answers to; a token's 'aud' must hold one of them"))
+    jwks_uri: str = Field(description="http(s) URL of the issuer's JSON Web Key Set, the keys tokens are signed with")
+    profile_claim: str | None = Field(None, description=(
+        "a claim whose string value names the one profile a token reaches; tokens without it reach the "
+        "whole gateway"))
+    admin_scope: str | None = Field(None, description=(
+        "a token holding this scope is an operator's: the console, its API, and everything clients may do"))
+    resource: str | None = Field(None, description=(
+        "the canonical URL of this MCP server, as clients know it (default: derived from each request, "
+        "<scheme>://<host><mcp path>); set it behind a reverse proxy"))
+    scopes_supported: list[str] = Field(default_factory=list, description=(
+        "scopes listed in the protected resource metadata, for clients to request"))
+    required_scopes: list[str] = Field(default_factory=list, description="scopes every token must hold")
+
+    @field_validator("jwks_uri", "resource")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+    @field_validator("audience")
+    @classmethod
+    def _some_audience(cls, value: str | list[str]) -> str | list[str]:
+        if not value or (isinstance(value, list) and not all(value)):
+            raise ValueError("name at least one audience, none of them empty")
+        return value
+
+    @property
+    def audiences(self) -> tuple[str, ...]:
+        return (self.audience,) if isinstance(self.audience, str) else tuple(self.audience)
+
+
+class AuthSettings(BaseModel):
+    """How HTTP clients may authenticate besides the static tokens (auth_tokens, admin_tokens)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    oauth: OAuthSettings | None = Field(None, description=(
+        "accept OAuth 2.1 access tokens (JWTs) from this authorization server, beside the static tokens"))
+
+
 class GatewaySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -190,6 +268,8 @@ class GatewaySettings(BaseModel):
     auth_tokens: list[str] = Field(default_factory=list, description="tokens HTTP clients must present")
     admin_tokens: list[str] = Field(default_factory=list, description=(
         "operator tokens: only they may use the console and change the gateway over HTTP"))
+    auth: AuthSettings = Field(default_factory=AuthSettings, description=(
+        "other ways HTTP clients may authenticate: OAuth 2.1 access tokens"))
     audit: AuditSettings = Field(default_factory=lambda: AuditSettings())
     metrics: bool = Field(True, description="serve Prometheus metrics at /metrics")
     allowed_hosts: list[str] | None = Field(None, description="extra Host headers accepted over HTTP")
@@ -199,6 +279,12 @@ class GatewaySettings(BaseModel):
     pipelines: PipelineLimits = Field(default_factory=PipelineLimits)
     session_idle_timeout: float = Field(600.0, gt=0, description=(
         "seconds after which an idle handshake-era HTTP session is closed"))
+    tool_exposure: Exposure = Field("all", description=(
+        "all: list every tool; search: list the control tools and search_tools; auto: all while the "
+        "catalog is within tool_budget, else search"))
+    tool_budget: ToolBudget = Field(default_factory=ToolBudget)
+    profiles: dict[str, ProfileSpec] = Field(default_factory=dict, description=(
+        "named views, served at /p/<name>/mcp over HTTP and with --profile over stdio"))
 
 
     @field_validator("allow_urls")
@@ -232,6 +318,7 @@ class GatewayConfig(BaseModel):
 
     def secret_values(self) -> set[str]:
         values = set(self._expanded) | set(self.gateway.auth_tokens) | set(self.gateway.admin_tokens)
+        values |= {token for profile in self.gateway.profiles.values() for token in profile.tokens}
         for spec in self.mcpServers.values():
             values |= spec.secret_values()
         return values
@@ -252,6 +339,18 @@ class GatewayConfig(BaseModel):
             problem = check_server_name(name, self.gateway.separator)
             if problem:
                 raise ValueError(f"server name {name!r}: {problem}")
+        plain = set(self.gateway.auth_tokens) | set(self.gateway.admin_tokens)
+        bound: dict[str, str] = {}
+        for name, profile in self.gateway.profiles.items():
+            if not VALID_NAME.match(name):
+                raise ValueError(f"profile name {name!r} may only hold letters, digits, '_' and '-'")
+            unknown = sorted(set(profile.servers or ()) - set(self.mcpServers))
+            if unknown:
+                raise ValueError(f"profile {name!r} names servers that are not in mcpServers: {', '.join(unknown)}")
+            for token in profile.tokens:
+                if token in plain or bound.setdefault(token, name) != name:
+                    raise ValueError(f"profile {name!r}: one of its tokens is also another profile's or a "
+                                     f"gateway token; a token reaches one profile or the whole gateway")
         return self
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import mcp_types
 from fastmcp import Context, FastMCP
@@ -20,18 +20,22 @@ from gateway.backends.invocation import Invocation, Road
 from gateway.backends.pool import BackendPool
 from gateway.backends.tool_rules import ToolRules
 from gateway.persistence import StateFile
+from gateway.profiles import View
 from gateway.policy import Redactor, redact_url
 from gateway.provider import run_backend_tool
 from gateway.registration import Registrar, registration_entry
 from gateway.sandbox import shown_command
 
+if TYPE_CHECKING:
+    from gateway.exposure import Offer
+
 CONTROL_TOOLS = ("register_server", "remove_server", "list_servers", "call_backend", "route_pipeline")
 
 
 def server_summary(backend: Backend, exported: dict[tuple[str, str], str], redact: Redactor, rules: ToolRules,
-                   *, operator: bool = False) -> dict[str, Any]:
-    """What list_servers shows of a backend: its offered tools; an operator's view shows the disabled
-    ones too, and why. Env and header values are never included."""
+                   *, operator: bool = False, view: View | None = None) -> dict[str, Any]:
+    """What list_servers shows of a backend: its offered tools (those of the caller's profile); an
+    operator's view shows the disabled ones too, and why. Env and header values are never included."""
     spec = backend.spec
     state = backend.refresh_state()
     info: dict[str, Any] = {
@@ -48,8 +52,11 @@ def server_summary(backend: Backend, exported: dict[tuple[str, str], str], redac
     }
     for name in sorted(backend.catalog.tools):
         reason = rules.disabled_by(backend.name, name)
+        shown_as = exported.get((backend.name, name))
+        if view is not None and not view.offers_tool(backend.name, shown_as or name):
+            continue
         if reason is None or operator:
-            info["tools"].append({"name": name, "exported_as": exported.get((backend.name, name)),
+            info["tools"].append({"name": name, "exported_as": shown_as,
                                   **({"disabled_by": reason} if operator else {})})
     info["tool_count"] = len(info["tools"])
     if state in (State.down, State.failed):
@@ -75,13 +82,18 @@ def server_summary(backend: Backend, exported: dict[tuple[str, str], str], redac
     return info
 
 
-def servers_report(pool: BackendPool, redact: Redactor, state: StateFile | None, *, operator: bool = False
-                   ) -> dict[str, Any]:
-    """list_servers' answer; an operator's (GET /servers) also lists disabled tools, and why."""
+def servers_report(pool: BackendPool, redact: Redactor, state: StateFile | None, *, operator: bool = False,
+                   view: View | None = None) -> dict[str, Any]:
+    """list_servers' answer, for the caller's profile; an operator's (GET /servers) also lists disabled
+    tools, and why."""
     exported = {key: name for name, key in pool.tool_index.items()}  # (server, tool) -> exported name
-    result: dict[str, Any] = {"servers": [server_summary(b, exported, redact, pool.tool_rules, operator=operator)
-                                          for b in pool.backends()]}
-    if pool.collisions:
+    view = None if view is None or view.whole else view
+    result: dict[str, Any] = {"servers": [
+        server_summary(b, exported, redact, pool.tool_rules, operator=operator, view=view)
+        for b in pool.backends() if view is None or view.offers_server(b.name)]}
+    if view is not None:
+        result["profile"] = view.name
+    elif pool.collisions:
         result["name_collisions"] = pool.collisions
     if state is not None and state.problem:
         result["state_file_problem"] = redact(state.problem)
@@ -154,7 +166,8 @@ async def _notify_changed(ctx: Context) -> None:
         await ctx.send_notification(note)
 
 
-def add_control_tools(mcp: FastMCP, pool: BackendPool, registrar: Registrar, state: StateFile | None) -> None:
+def add_control_tools(mcp: FastMCP, pool: BackendPool, registrar: Registrar, state: StateFile | None,
+                      offer: Offer) -> None:
     redact = registrar.redact
     catalog = registrar.policy.describe()
     # Descriptions are given, not docstrings: FastMCP parses a tool function's docstring with
@@ -202,6 +215,8 @@ def add_control_tools(mcp: FastMCP, pool: BackendPool, registrar: Registrar, sta
             backend = await registrar.register(name, entry)
         except BackendError as exc:
             raise ToolError(str(exc)) from None
+        if offer.profiles.registered(offer.view(ctx).name, name) and state is not None:
+            await state.save()
         await _notify_changed(ctx)
         tools = backend.catalog.tools
         return {
@@ -217,17 +232,23 @@ def add_control_tools(mcp: FastMCP, pool: BackendPool, registrar: Registrar, sta
         name: Annotated[str, Field(description="Name of a registered server (see list_servers)")],
         ctx: Context,
     ) -> dict[str, Any]:
+        if not offer.view(ctx).offers_server(name):
+            raise ToolError(f"unknown server '{name}'; list_servers shows the servers you can use")
         try:
             warning = await registrar.remove(name)
         except BackendError as exc:
             raise ToolError(str(exc)) from None
+        if offer.profiles.removed(name) and state is not None:
+            await state.save()
         await _notify_changed(ctx)
-        return {"removed": name, "servers": pool.names(), **({"warning": warning} if warning else {})}
+        view = offer.view(ctx)
+        return {"removed": name, "servers": [s for s in pool.names() if view.offers_server(s)],
+                **({"warning": warning} if warning else {})}
 
     @mcp.tool(annotations={"title": "List MCP servers", "readOnlyHint": True}, description=(
         "List every server behind the gateway with its status (connecting, ready, failed, down), its "
         "tools, and its last error. Use it to find the server and tool names for call_backend."))
-    async def list_servers() -> dict[str, Any]:
-        return servers_report(pool, redact, state)
+    async def list_servers(ctx: Context) -> dict[str, Any]:
+        return servers_report(pool, redact, state, view=offer.view(ctx))
 
     mcp.add_tool(CallBackendTool.create(pool))

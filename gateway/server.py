@@ -24,6 +24,7 @@ from gateway.backends.tool_rules import ToolRules
 from gateway.console.api import api_routes
 from gateway.console.service import Console
 from gateway.control import CONTROL_TOOLS, add_control_tools
+from gateway.exposure import SEARCH_TOOL, Offer
 from gateway.fastpath import FastRelay
 from gateway.http import public_routes
 from gateway.interceptors import build_interceptors
@@ -34,6 +35,7 @@ from gateway.notify import LegacySessions
 from gateway.persistence import StateFile
 from gateway.pipeline_tools import PipelineProvider
 from gateway.pipelines.loader import PipelineRegistry
+from gateway.profiles import Profiles
 from gateway.policy import RedactingFilter, Redactor, RegistrationPolicy
 from gateway.registration import Registrar
 from gateway.provider import BackendProvider
@@ -44,8 +46,10 @@ logger = logging.getLogger("gateway")
 INSTRUCTIONS = """\
 This gateway stands in front of several MCP servers. list_servers shows them and their tools;
 call_backend(server, tool, params) calls any of them, and each backend tool is also available
-directly as <server>__<tool>. route_pipeline runs multi-step workflows across them in one request.
+directly as <server>__<tool>. When not every tool is listed, search_tools finds them by what they do.
+route_pipeline runs multi-step workflows across them in one request.
 register_server / remove_server change the set of servers at runtime."""
+RESERVED_TOOLS = (*CONTROL_TOOLS, SEARCH_TOOL)
 
 
 @dataclass
@@ -59,7 +63,7 @@ class Gateway:
 
 
 def build_gateway(config: GatewayConfig, pool: BackendPool, registry: PipelineRegistry, state: StateFile,
-                  redact: Redactor, audit: AuditTrail | None, metrics: Metrics | None, *,
+                  redact: Redactor, audit: AuditTrail | None, metrics: Metrics | None, profiles: Profiles, *,
                   allow_any_command: bool = False, listening: tuple[str, int] | None = None
                   ) -> tuple[Gateway, Callable[[frozenset[str]], Awaitable[None]]]:
     settings = config.gateway
@@ -71,15 +75,16 @@ def build_gateway(config: GatewayConfig, pool: BackendPool, registry: PipelineRe
         # Only the start lives here: FastMCP closes lifespans inside a shielded cancel scope, which
         # a task group cannot be exited from, so the pool itself is owned by `running_gateway`.
         # The backends start in the background: the gateway serves at once, whatever they do.
-        await restore(registrar, state, pool, config)
+        await restore(registrar, state, pool, config, profiles)
         yield {"pool": pool}
 
     sessions = LegacySessions()
+    offer = Offer(pool, profiles, registry, settings)
     exported = BackendProvider(pool) if settings.export_tools else None
     on_report = metrics.pipeline_finished if metrics else lambda _report: None
     providers: list[Any] = [PipelineProvider(registry, pool, redact, on_report), *([exported] if exported else [])]
     mcp = _compat.GatewayFastMCP("mcp-gateway", instructions=INSTRUCTIONS, lifespan=lifespan, providers=providers,
-                                 middleware=[sessions])
+                                 middleware=[sessions, offer])
     lowlevel = _compat.lowlevel(mcp)
 
     # On 2026-07-28 streamable HTTP, mcp checks Mcp-Param headers of every tools/call against the
@@ -96,8 +101,9 @@ def build_gateway(config: GatewayConfig, pool: BackendPool, registry: PipelineRe
     subscriptions.also_tell = listen.updated
     lowlevel.add_request_handler("subscriptions/listen", SubscriptionsListenRequestParams, listen)
     pool.lone_client = sessions.lone_client
-    add_control_tools(mcp, pool, registrar, state)
-    console = Console(pool, registrar, state, registry, redact, audit, metrics, frozenset(CONTROL_TOOLS))
+    add_control_tools(mcp, pool, registrar, state, offer)
+    offer.add_search_tool(mcp)
+    console = Console(pool, registrar, state, registry, redact, audit, metrics, frozenset(RESERVED_TOOLS), offer)
     routes = [*public_routes(), *api_routes(console)]
     for route in routes:
         mcp.custom_route(route.path, methods=sorted(route.methods or ()))(route.endpoint)
@@ -109,22 +115,28 @@ def build_gateway(config: GatewayConfig, pool: BackendPool, registry: PipelineRe
     return Gateway(mcp, console, routes), lists_changed
 
 
-async def restore(registrar: Registrar, state: StateFile, pool: BackendPool, config: GatewayConfig) -> None:
-    """Runtime registrations and tool overrides from the state file; then every backend starts."""
+async def restore(registrar: Registrar, state: StateFile, pool: BackendPool, config: GatewayConfig,
+                  profiles: Profiles) -> None:
+    """Runtime registrations, tool overrides and profiles' runtime servers from the state file; then
+    every backend starts."""
     restored = await registrar.restore()
     rules = pool.tool_rules
     for problem in rules.restore(state.keep("tools", rules.saved)):
         logger.error("state file %s: tool setting not restored: %s", state.path, problem)
+    for problem in profiles.restore(state.keep("profiles", profiles.saved)):
+        logger.error("state file %s: %s", state.path, problem)
     pool.start_soon(config.mcpServers, runtime=restored)
 
 
 @asynccontextmanager
 async def running_gateway(config: GatewayConfig, pipelines_dir: Path | None = None, *,
                           allow_any_command: bool = False, listening: tuple[str, int] | None = None,
-                          started: dict[str, Started] | None = None) -> AsyncIterator[Gateway]:
+                          started: dict[str, Started] | None = None, profile: str | None = None
+                          ) -> AsyncIterator[Gateway]:
     """The gateway with its pool and pipeline directory; leaving the block stops every backend.
     `started` holds config backends whose processes the CLI started ahead; `listening` is the HTTP
-    front's address, which no backend may be."""
+    front's address, which no backend may be; `profile` the view of requests that name none (stdio's
+    --profile)."""
     redact = Redactor()
     redact.add(config.secret_values())
     log_filter = RedactingFilter(redact)
@@ -136,14 +148,15 @@ async def running_gateway(config: GatewayConfig, pipelines_dir: Path | None = No
     settings = config.gateway
     rules = ToolRules(config.mcpServers)
     observe = Observe()
+    profiles = Profiles(settings, default=profile)
     audit = AuditTrail(settings.audit, config.audit_path(), redact) if settings.audit.enabled else None
     async with audit or nullcontext():
-        async with BackendPool(settings, reserved_names=CONTROL_TOOLS, started=started, tool_rules=rules,
-                               interceptors=build_interceptors(settings, redact, rules, observe)) as pool, \
+        async with BackendPool(settings, reserved_names=RESERVED_TOOLS, started=started, tool_rules=rules,
+                               interceptors=build_interceptors(settings, redact, rules, observe, profiles)) as pool, \
                 anyio.create_task_group() as tg:
             metrics = Metrics(pool, registry.pipelines.__contains__) if settings.metrics else None
             observe.listeners = tuple(x for x in (audit, metrics) if x is not None)
-            gateway, lists_changed = build_gateway(config, pool, registry, state, redact, audit, metrics,
+            gateway, lists_changed = build_gateway(config, pool, registry, state, redact, audit, metrics, profiles,
                                                    allow_any_command=allow_any_command, listening=listening)
             _watch_lists(pool, registry, tg, lists_changed)
             yield gateway

@@ -44,6 +44,7 @@ class Caller:
 
     identity: str  # "stdio", "token:<id>", "admin:<id>", "anonymous" (HTTP without auth), "console"
     client: str | None = None  # the client's name and version, as it introduced itself
+    profile: str | None = None  # the profile its request came by; None: none (see gateway.profiles)
 
 
 @dataclass(slots=True, eq=False)  # each request is itself, however alike two are

@@ -61,6 +61,10 @@ class ToolRules:
         """The exported name the operator chose, or None for the usual <server><sep><tool>."""
         return self._chosen(server, tool, "name")
 
+    def exported(self, server: str, tool: str, separator: str) -> str:
+        """The name the tool is offered by (a collision may still rename it: see names.build_index)."""
+        return self.name(server, tool) or f"{server}{separator}{tool}"
+
     def description(self, server: str, tool: str) -> str | None:
         return self._chosen(server, tool, "description")
 

@@ -16,10 +16,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.access import ACCESS_KEY, Access
+from gateway.access import ACCESS_KEY, PROFILE_KEY, Access
 from gateway.backends.invocation import Caller
 from gateway.console.service import Console, ConsoleError, NewServer, ToolChange, refused
 from gateway.metrics import CONTENT_TYPE
+from gateway.profiles import View
 
 MAX_BODY = 1 << 20
 Handler = Callable[[Request], Awaitable[Any]]
@@ -44,7 +45,14 @@ async def json_body(request: Request) -> Any:
 
 def caller_of(request: Request) -> Caller:
     access: Access | None = request.scope.get("state", {}).get(ACCESS_KEY)
-    return Caller(access.identity if access else "anonymous", "console")
+    return Caller(access.identity if access else "anonymous", "console", profile_of(request))
+
+
+def profile_of(request: Request) -> str | None:
+    """The profile an operator's request is limited to: its credential's, or its path's (/p/<name>/...)."""
+    state = request.scope.get("state", {})
+    access: Access | None = state.get(ACCESS_KEY)
+    return access.profile if access is not None and access.profile else state.get(PROFILE_KEY)
 
 
 def _int(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -91,38 +99,44 @@ OPERATIONS = (
 
 
 def api_routes(console: Console) -> list[Route]:
-    async def list_servers(_request: Request) -> Any:
-        return console.report()
+    def view(request: Request) -> View | None:
+        profile = profile_of(request)
+        return None if profile is None else console.view(profile)
+
+    async def list_servers(request: Request) -> Any:
+        return console.report(view(request))
 
     async def get_server(request: Request) -> Any:
-        return console.server(request.path_params["name"])
+        return console.server(request.path_params["name"], view(request))
 
     async def add_server(request: Request) -> Any:
-        return await console.add_server(await json_body(request))
+        return await console.add_server(await json_body(request), view(request))
 
     async def remove_server(request: Request) -> Any:
-        return await console.remove_server(request.path_params["name"])
+        return await console.remove_server(request.path_params["name"], view(request))
 
     async def restart_server(request: Request) -> Any:
-        return await console.restart_server(request.path_params["name"])
+        return await console.restart_server(request.path_params["name"], view(request))
 
     async def list_tools(request: Request) -> Any:
-        tools = console.tools(request.query_params.get("q", ""), request.query_params.get("server") or None)
+        tools = console.tools(request.query_params.get("q", ""), request.query_params.get("server") or None,
+                              view(request))
         return {"tools": tools, "count": len(tools)}
 
     async def change_tool(request: Request) -> Any:
-        return await console.update_tool(request.path_params["exported_name"], await json_body(request))
+        return await console.update_tool(request.path_params["exported_name"], await json_body(request), view(request))
 
     async def list_calls(request: Request) -> Any:
         query = request.query_params
         return {"calls": console.calls(_int(request, "limit", 100, 1, 1000), query.get("server") or None,
-                                       query.get("status") or None)}
+                                       query.get("status") or None, view(request))}
 
-    async def list_pipelines(_request: Request) -> Any:
-        return {"pipelines": console.pipelines()}
+    async def list_pipelines(request: Request) -> Any:
+        return {"pipelines": console.pipelines(view(request))}
 
     async def run(request: Request) -> Any:
-        return await console.run_pipeline(request.path_params["name"], await json_body(request), caller_of(request))
+        return await console.run_pipeline(request.path_params["name"], await json_body(request), caller_of(request),
+                                          view(request))
 
     async def metrics(_request: Request) -> Any:
         if console.metrics is None:

@@ -20,6 +20,7 @@ from gateway.backends.errors import BackendError, RegistrationError, UnknownServ
 from gateway.backends.invocation import Caller, Invocation
 from gateway.backends.pool import BackendPool
 from gateway.control import servers_report, server_summary
+from gateway.exposure import Offer
 from gateway.metrics import Metrics
 from gateway.names import VALID_NAME
 from gateway.persistence import StateFile
@@ -29,6 +30,7 @@ from gateway.pipelines.engine import run_pipeline
 from gateway.pipelines.loader import PipelineRegistry
 from gateway.pipelines.spec import PipelineError
 from gateway.policy import Redactor
+from gateway.profiles import View
 from gateway.registration import Registrar, registration_entry
 
 
@@ -93,8 +95,9 @@ class ToolChange(BaseModel):
 class Console:
     def __init__(self, pool: BackendPool, registrar: Registrar, state: StateFile, registry: PipelineRegistry,
                  redact: Redactor, audit: AuditTrail | None, metrics: Metrics | None,
-                 reserved_names: frozenset[str]) -> None:
+                 reserved_names: frozenset[str], offer: Offer) -> None:
         self.pool, self.registrar, self.state, self.registry = pool, registrar, state, registry
+        self.offer = offer
         self.redact, self.audit, self.metrics = redact, audit, metrics
         self.reserved_names = reserved_names
         self.started = time.monotonic()
@@ -116,24 +119,31 @@ class Console:
 
     # -- servers ------------------------------------------------------------------------------
 
-    def report(self) -> dict[str, Any]:
+    def view(self, profile: str | None) -> View:
+        """What an operator of that profile (None: of the whole gateway) sees and may change."""
+        return self.offer.profiles.view(profile)
+
+    def report(self, view: View | None = None) -> dict[str, Any]:
         """list_servers' answer: the servers, and name collisions or a state file problem if any."""
-        return servers_report(self.pool, self.redact, self.state, operator=True)
+        return servers_report(self.pool, self.redact, self.state, operator=True, view=view)
 
     def servers(self) -> list[dict[str, Any]]:
         servers: list[dict[str, Any]] = self.report()["servers"]
         return servers
 
-    def _backend(self, name: str) -> Backend:
+    def _backend(self, name: str, view: View | None = None) -> Backend:
+        if view is not None and not view.offers_server(name):
+            raise refused(404, f"unknown server '{name}' in the profile '{view.name}'")
         try:
             return self.pool.get(name)
         except UnknownServer as exc:
             raise refused(404, str(exc)) from None
 
-    def server(self, name: str) -> dict[str, Any]:
-        backend = self._backend(name)
+    def server(self, name: str, view: View | None = None) -> dict[str, Any]:
+        backend = self._backend(name, view)
         exported = {key: exported for exported, key in self.pool.tool_index.items()}
-        info = server_summary(backend, exported, self.redact, self.pool.tool_rules, operator=True)
+        info = server_summary(backend, exported, self.redact, self.pool.tool_rules, operator=True,
+                              view=None if view is None or view.whole else view)
         info["stderr_tail"] = self.redact(backend.stderr.tail(50)) if backend.stderr is not None else None
         info["restarts"] = max(0, backend.sessions - 1)
         return info
@@ -143,7 +153,7 @@ class Console:
         return [{"name": name, "summary": self.redact(template.summary())}
                 for name, template in sorted(self.registrar.policy.catalog.items())]
 
-    async def add_server(self, body: Any) -> dict[str, Any]:
+    async def add_server(self, body: Any, view: View | None = None) -> dict[str, Any]:
         fields = parsed(NewServer, body, "server").model_dump()
         name = fields.pop("name")
         try:
@@ -155,23 +165,27 @@ class Console:
             raise refused(exc.status, str(exc)) from None
         except BackendError as exc:
             raise refused(502, str(exc)) from None
+        if view is not None and self.offer.profiles.registered(view.name, name):
+            await self.state.save()
         return {"registered": name, "status": backend.state.value, "tools": sorted(backend.catalog.tools)}
 
-    async def remove_server(self, name: str) -> dict[str, Any]:
-        self._backend(name)
+    async def remove_server(self, name: str, view: View | None = None) -> dict[str, Any]:
+        self._backend(name, view)
         try:
             warning = await self.registrar.remove(name)
         except RegistrationError as exc:
             raise refused(exc.status, str(exc)) from None
+        if self.offer.profiles.removed(name):
+            await self.state.save()
         return {"removed": name, **({"warning": warning} if warning else {})}
 
-    async def restart_server(self, name: str) -> dict[str, Any]:
-        backend = self._backend(name)
+    async def restart_server(self, name: str, view: View | None = None) -> dict[str, Any]:
+        backend = self._backend(name, view)
         try:
             await backend.restart()
         except BackendError as exc:
             raise refused(502, self.redact(str(exc))) from None
-        return self.server(name)
+        return self.server(name, view)
 
     # -- tools --------------------------------------------------------------------------------
 
@@ -185,11 +199,11 @@ class Console:
                 "description": rules.description(server, name) or tool.description or "",
                 "input_schema": tool.input_schema}
 
-    def tools(self, query: str = "", server: str | None = None) -> list[dict[str, Any]]:
+    def tools(self, query: str = "", server: str | None = None, view: View | None = None) -> list[dict[str, Any]]:
         words = query.lower().split()
         found = []
         for exported, (owner, name) in sorted(self.pool.tool_index.items()):
-            if server and owner != server:
+            if server and owner != server or view is not None and not view.offers_tool(owner, exported):
                 continue
             tool = self._tool(exported, owner, name)
             text = f"{exported} {name} {owner} {tool['description']}".lower()
@@ -203,13 +217,13 @@ class Console:
             raise refused(404, f"unknown tool '{exported}': give the exported name GET /tools lists")
         return self._tool(exported, *key)
 
-    async def update_tool(self, exported: str, body: Any) -> dict[str, Any]:
+    async def update_tool(self, exported: str, body: Any, view: View | None = None) -> dict[str, Any]:
         change = parsed(ToolChange, body, "tool change")
         changes = {field: getattr(change, field) for field in change.model_fields_set}
         if not changes:
             raise refused(400, "nothing to change: give 'enabled', 'name' or 'description'")
         server, name = self.pool.tool_index.get(exported) or (None, None)
-        if server is None or name is None:
+        if server is None or name is None or view is not None and not view.offers_tool(server, exported):
             raise refused(404, f"unknown tool '{exported}': give the exported name GET /tools lists")
         if (new_name := changes.get("name")) is not None:
             self._check_free(new_name, (server, name))
@@ -239,15 +253,18 @@ class Console:
 
     # -- calls and pipelines ------------------------------------------------------------------
 
-    def calls(self, limit: int = 100, server: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+    def calls(self, limit: int = 100, server: str | None = None, status: str | None = None,
+              view: View | None = None) -> list[dict[str, Any]]:
         if self.audit is None:
             raise refused(404, "the audit trail is off (gateway.audit.enabled is false)")
-        return self.audit.recent(limit, server, status)
+        return self.audit.recent(limit, server, status, view.name if view is not None else None)
 
-    def pipelines(self) -> list[dict[str, Any]]:
+    def pipelines(self, view: View | None = None) -> list[dict[str, Any]]:
         self.registry.refresh()
         listed = []
         for name, pipeline in sorted(self.registry.pipelines.items()):
+            if view is not None and not self.offer.offers_pipeline(view, name):
+                continue
             problems = [self.redact(p) for p in check_against_pool(pipeline, self.pool)]
             listed.append({"name": name, "description": pipeline.spec.description, "valid": not problems,
                            "problems": problems, "inputs": pipeline.input_schema(), "source": str(pipeline.source)})
@@ -256,10 +273,10 @@ class Console:
                            "inputs": None, "source": source})
         return listed
 
-    async def run_pipeline(self, name: str, inputs: Any, caller: Caller) -> dict[str, Any]:
+    async def run_pipeline(self, name: str, inputs: Any, caller: Caller, view: View | None = None) -> dict[str, Any]:
         self.registry.refresh()
         pipeline = self.registry.pipelines.get(name)
-        if pipeline is None:
+        if pipeline is None or view is not None and not self.offer.offers_pipeline(view, name):
             broken = self.registry.error_for(name)
             raise refused(400 if broken else 404, f"pipeline '{name}' is invalid and was not loaded: {broken}"
                           if broken else f"unknown pipeline '{name}'. Known: {', '.join(sorted(self.registry.pipelines)) or 'none'}")

@@ -31,6 +31,7 @@ class CallRecord:
     outcome: str = "ok"  # ok | error (the tool said so) | failed | timeout | cancelled | input_required
     error: str | None = None
     arguments: dict[str, Any] | None = None  # a tool call's; listeners look at them, none keeps them
+    profile: str | None = None  # the profile the request came by
 
 
 class CallListener(Protocol):
@@ -75,7 +76,7 @@ class Observe:
                                 invocation.road, invocation.server, invocation.method,
                                 params.get("name") or params.get("uri"), time.perf_counter() - began,
                                 outcome, error, params.get("arguments") if isinstance(params.get("arguments"), dict)
-                                else None)
+                                else None, caller.profile if caller else None)
             for listener in self.listeners:
                 listener.finished(record)
             record.arguments = None

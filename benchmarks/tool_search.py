@@ -1,0 +1,146 @@
+"""Tool search, measured: what tools/list costs a client in each exposure mode, how well
+search_tools finds the tool a task needs, and how fast it is.
+
+    .venv/bin/python benchmarks/tool_search.py            # everything (about a minute)
+    .venv/bin/python benchmarks/tool_search.py --only retrieval
+
+- listing: bytes of the tools/list answer (and tokens, estimated as bytes / 4: no tokenizer with its
+  vocabulary installs offline here) for the shipped config and for the catalog of every fixture
+  server (benchmarks/catalog/servers, 400+ real tools), with tool_exposure all and search, through a
+  real gateway over stdio.
+- retrieval: each query of benchmarks/catalog/queries.json against the whole catalog; a query is
+  found when one of the tools it is labelled with ranks in the top 5 (recall@5); MRR is the mean of
+  1 / the rank of the first labelled tool (0 past the top 50).
+- speed: the catalog repeated under other server names to 1,000 tools: building the index (after
+  the import of bm25s, reported apart) and search_tools' ranking, p50 and p95 over the queries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import mcp_types
+
+ROOT = Path(__file__).resolve().parent.parent
+CATALOG = ROOT / "benchmarks" / "catalog"
+sys.path.insert(0, str(ROOT))
+
+from gateway.tool_search import Catalog, Found, document  # noqa: E402
+
+
+def fixtures() -> list[dict[str, Any]]:
+    return [json.loads(path.read_text()) for path in sorted((CATALOG / "servers").glob("*.json"))]
+
+
+def entries(servers: list[dict[str, Any]], suffix: str = "") -> list[tuple[Found, str]]:
+    made = []
+    for fixture in servers:
+        server = fixture["server"] + suffix
+        for raw in fixture["tools"]:
+            tool = mcp_types.Tool.model_validate({"inputSchema": {"type": "object"}, **raw}, by_name=False)
+            description = tool.description or ""
+            made.append((Found(f"{server}__{tool.name}", server, tool, description),
+                         document(server, fixture.get("description"), tool, description)))
+    return made
+
+
+def retrieval() -> dict[str, Any]:
+    catalog = Catalog(entries(fixtures()))
+    queries = json.loads((CATALOG / "queries.json").read_text())
+    hits, reciprocal, misses = 0, 0.0, []
+    for item in queries:
+        ranked = [found.exported for found in catalog.search(item["query"], 50)]
+        rank = next((i + 1 for i, name in enumerate(ranked) if name in item["tools"]), None)
+        hits += rank is not None and rank <= 5
+        reciprocal += 1 / rank if rank else 0.0
+        if rank is None or rank > 5:
+            misses.append({"query": item["query"], "wanted": item["tools"], "rank": rank, "top3": ranked[:3]})
+    return {"tools": len(catalog.entries), "queries": len(queries), "recall_at_5": round(hits / len(queries), 3),
+            "mrr": round(reciprocal / len(queries), 3), "misses": misses}
+
+
+def speed() -> dict[str, Any]:
+    began = time.perf_counter()
+    import bm25s  # noqa: F401
+    import Stemmer  # noqa: F401
+    imported = time.perf_counter() - began
+    servers = fixtures()
+    made: list[tuple[Found, str]] = []
+    copy = 0
+    while len(made) < 1000:
+        made += entries(servers, suffix="" if copy == 0 else f"{copy}")
+        copy += 1
+    made = made[:1000]
+    builds = []
+    for _ in range(5):
+        began = time.perf_counter()
+        catalog = Catalog(made)
+        builds.append(time.perf_counter() - began)
+    queries = [item["query"] for item in json.loads((CATALOG / "queries.json").read_text())]
+    catalog.search(queries[0], 5)
+    timings = []
+    for _ in range(5):
+        for query in queries:
+            began = time.perf_counter()
+            catalog.search(query, 5, lambda found: not found.server.startswith("x"))
+            timings.append(time.perf_counter() - began)
+    timings.sort()
+    return {"tools": len(made), "import_ms": round(imported * 1000, 1),
+            "build_ms_median": round(statistics.median(builds) * 1000, 1),
+            "search_ms_p50": round(timings[len(timings) // 2] * 1000, 3),
+            "search_ms_p95": round(timings[int(len(timings) * 0.95)] * 1000, 3)}
+
+
+async def listed_bytes(config: dict[str, Any]) -> int:
+    from fastmcp import Client
+    from fastmcp.client.transports import StdioTransport
+
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "config.json"
+        config["gateway"] = {**config.get("gateway", {}), "state_file": str(Path(scratch) / "state.json")}
+        path.write_text(json.dumps(config))
+        transport = StdioTransport(str(ROOT / ".venv" / "bin" / "gateway"), ["--auto-register", str(path)],
+                                   cwd=str(ROOT), keep_alive=False)
+        async with Client(transport, timeout=120) as client:
+            for _ in range(1200):  # the gateway serves while its backends start: wait for them
+                servers = (await client.call_tool("list_servers", {})).structured_content["servers"]
+                if all(s["status"] != "connecting" for s in servers):
+                    break
+                await asyncio.sleep(0.05)
+            result = await client.list_tools_mcp()
+            return len(result.model_dump_json(by_alias=True, exclude_none=True))
+
+
+def listing() -> dict[str, Any]:
+    shipped = json.loads((ROOT / "gateway-config.json").read_text())
+    every = [path.stem for path in sorted((CATALOG / "servers").glob("*.json"))]
+    big = {"mcpServers": {"catalog": {"command": sys.executable,
+                                      "args": [str(ROOT / "tests" / "backends" / "catalog_server.py"), *every]}}}
+    rows = {}
+    for name, config in (("shipped config", shipped), ("fixture catalog", big)):
+        for mode in ("all", "search"):
+            sized = {**config, "gateway": {**config.get("gateway", {}), "tool_exposure": mode}}
+            size = asyncio.run(listed_bytes(json.loads(json.dumps(sized))))
+            rows[f"{name}, {mode}"] = {"bytes": size, "tokens_estimated": size // 4}
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=["listing", "retrieval", "speed"])
+    args = parser.parse_args()
+    parts = {"retrieval": retrieval, "speed": speed, "listing": listing}
+    report = {name: run() for name, run in parts.items() if args.only in (None, name)}
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
