@@ -206,6 +206,10 @@ async def test_a_valid_access_token_lists_and_calls_tools(gateway_url: str, issu
     async with mcp_client(gateway_url, issuer.mint()) as client:
         assert "t__echo" in {tool.name for tool in await client.list_tools()}
         assert text_of(await client.call_tool("t__echo", {"text": "via oauth"})) == "via oauth"
+    async with httpx2.AsyncClient(base_url=gateway_url.removesuffix("/mcp"), timeout=30) as http:
+        calls = (await http.get("/calls", headers={"X-API-Key": OPERATOR})).json()["calls"]
+    # the audit trail names the token's subject: who called, not what they presented
+    assert any(c["caller"] == "jwt:alice" and c["tool"] == "echo" for c in calls)
 
 
 async def test_bad_tokens_get_401_saying_why_and_where_the_metadata_is(gateway_url: str, issuer: Issuer) -> None:
