@@ -115,7 +115,8 @@ async def listed_bytes(config: dict[str, Any]) -> int:
         path = Path(scratch) / "config.json"
         config["gateway"] = {**config.get("gateway", {}), "state_file": str(Path(scratch) / "state.json")}
         path.write_text(json.dumps(config))
-        transport = StdioTransport(str(ROOT / ".venv" / "bin" / "gateway"), ["--auto-register", str(path)],
+        transport = StdioTransport(str(ROOT / ".venv" / "bin" / "gateway"),
+                                   ["--auto-register", str(path), "--pipelines", str(ROOT / "pipelines")],
                                    cwd=str(ROOT), keep_alive=False)
         async with Client(transport, timeout=120) as client:
             for _ in range(1200):  # the gateway serves while its backends start: wait for them
@@ -129,6 +130,10 @@ async def listed_bytes(config: dict[str, Any]) -> int:
 
 def listing() -> dict[str, Any]:
     shipped = json.loads((ROOT / "gateway-config.json").read_text())
+    for spec in shipped["mcpServers"].values():  # its relative paths, from the temporary config's directory
+        spec["command"] = str(ROOT / spec["command"]) if (ROOT / spec["command"]).exists() else spec["command"]
+        spec["args"] = [str(ROOT / a) if (ROOT / a).exists() else a for a in spec.get("args", [])]
+        spec["env"] = {k: v.replace("examples/", f"{ROOT}/examples/") for k, v in spec.get("env", {}).items()}
     every = [path.stem for path in sorted((CATALOG / "servers").glob("*.json"))]
     big = {"mcpServers": {"catalog": {"command": sys.executable,
                                       "args": [str(ROOT / "tests" / "backends" / "catalog_server.py"), *every]}}}
