@@ -6,11 +6,13 @@ cd "$(dirname "$0")"
 
 WITH_SANDBOX=0
 WITH_BROWSER=0
+WITH_REDIS=0
 for option in "$@"; do
     case "$option" in
         --with-sandbox) WITH_SANDBOX=1 ;;  # bubblewrap, for gateway.sandbox = "bwrap"
         --with-browser) WITH_BROWSER=1 ;;  # Debian's chromium, for the console's browser tests
-        *) echo "setup.sh: unknown option $option (known: --with-sandbox, --with-browser)" >&2; exit 2 ;;
+        --with-redis) WITH_REDIS=1 ;;  # Debian's redis-server, for the replica tests (gateway.store)
+        *) echo "setup.sh: unknown option $option (known: --with-sandbox, --with-browser, --with-redis)" >&2; exit 2 ;;
     esac
 done
 
@@ -48,6 +50,15 @@ if [ "$WITH_BROWSER" = 1 ] && [ ! -x /usr/bin/chromium ]; then
     [ "$(id -u)" = 0 ] || SUDO="sudo"
     $SUDO apt-get install -y -q chromium >/dev/null 2>&1 ||
         { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q chromium >/dev/null; }
+fi
+
+# Only the binary: the tests start their own redis-server on a free port (nothing here starts a
+# system-wide one, and Debian's package does not either without systemd).
+if [ "$WITH_REDIS" = 1 ] && ! command -v redis-server >/dev/null 2>&1; then
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get install -y -q redis-server >/dev/null 2>&1 ||
+        { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q redis-server >/dev/null; }
 fi
 
 .venv/bin/gateway --help >/dev/null

@@ -285,7 +285,7 @@ def validate(
 async def _validate(directory: Path, config: GatewayConfig | None) -> tuple[list[str], int]:
     from gateway.backends.pool import BackendPool
     from gateway.backends.tool_rules import ToolRules
-    from gateway.persistence import StateFile
+    from gateway.store.file import StateFile
     from gateway.pipelines.checks import check_against_pool
     from gateway.pipelines.loader import PipelineRegistry
 
@@ -303,6 +303,78 @@ async def _validate(directory: Path, config: GatewayConfig | None) -> tuple[list
             for pipeline in registry.pipelines.values():
                 problems += check_against_pool(pipeline, pool)
     return problems, len(registry.pipelines)
+
+
+secret_app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=True,
+                         help="Secrets in the operating system's keyring, for ${keyring:SERVICE/NAME} in the config.")
+app.add_typer(secret_app, name="secret")
+_ENTRY_HELP = "The entry, as written in ${keyring:SERVICE/NAME}."
+
+
+def _keyring_for(reference: str) -> tuple[tuple[str, str], object]:
+    """(service, name) and the keyring backend, or a one-line error."""
+    from gateway.config import keyring_entry, open_keyring
+
+    entry = keyring_entry(reference)
+    if entry is None:
+        _fail(f"{reference!r} is not SERVICE/NAME (letters, digits and ._-@, split at the first '/')")
+    try:
+        return entry, open_keyring()
+    except ConfigError as exc:
+        _fail(str(exc), 1)
+
+
+def _secret_value(reference: str) -> str:
+    """Never from the command line: typed twice, hidden, on a terminal; else one line of stdin."""
+    if sys.stdin is None:
+        _fail("no value: standard input is closed; nothing was stored")
+    if sys.stdin.isatty():
+        import getpass
+
+        try:
+            value = getpass.getpass(f"Secret for {reference}: ")
+            if value and getpass.getpass("Again: ") != value:
+                _fail("the two values differ; nothing was stored")
+        except (EOFError, KeyboardInterrupt):
+            typer.echo("", err=True)
+            _fail("cancelled; nothing was stored", 1)
+    else:
+        value = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    if not value:
+        _fail("the value is empty; nothing was stored")
+    return value
+
+
+@secret_app.command("set")
+def secret_set(reference: str = typer.Argument(..., metavar="SERVICE/NAME", help=_ENTRY_HELP)) -> None:
+    """Store a secret: asked for twice, hidden (or one line from stdin when it is not a terminal)."""
+    from gateway.config import keyring_problem
+
+    entry, backend = _keyring_for(reference)
+    value = _secret_value(reference)
+    try:
+        backend.set_password(*entry, value)
+    except Exception as exc:
+        _fail(f"cannot store {reference!r}: {keyring_problem(exc)}", 1)
+    typer.echo(f"stored {reference!r} in the keyring ({backend.name}); the config reads it as "
+               f"${{keyring:{reference}}}")
+
+
+@secret_app.command("delete")
+def secret_delete(reference: str = typer.Argument(..., metavar="SERVICE/NAME", help=_ENTRY_HELP)) -> None:
+    """Remove a secret from the keyring."""
+    from keyring.errors import PasswordDeleteError
+
+    from gateway.config import keyring_problem
+
+    entry, backend = _keyring_for(reference)
+    try:
+        backend.delete_password(*entry)
+    except PasswordDeleteError:  # what the backends raise for an entry they do not hold
+        _fail(f"no secret {reference!r} in the keyring; nothing was deleted", 1)
+    except Exception as exc:
+        _fail(f"cannot delete {reference!r}: {keyring_problem(exc)}", 1)
+    typer.echo(f"deleted {reference!r} from the keyring ({backend.name})")
 
 
 def main() -> None:

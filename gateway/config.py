@@ -1,7 +1,8 @@
 """The config file: Claude-Desktop `mcpServers` entries plus an optional `gateway` section.
 
-Strings may use `${VAR}` and `${VAR:-default}`; they are expanded from the environment before
-validation so that secrets live in the environment, not in the file.
+Strings may use `${VAR}` and `${VAR:-default}`, expanded from the environment, and
+`${keyring:SERVICE/NAME}`, read from the operating system's keyring, before validation, so that
+secrets live outside the file.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ TransportKind = Literal["stdio", "streamable-http", "sse"]
 _TRANSPORT_ALIASES = {"stdio": "stdio", "http": "streamable-http", "streamable-http": "streamable-http",
                       "streamable_http": "streamable-http", "sse": "sse"}
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# ${keyring:SERVICE/NAME}, matched loosely so that a malformed one is an error, not left as it is
+# (${keyring:-default} stays what it was: the variable `keyring`, with a default)
+_KEYRING_REF = re.compile(r"\$\{keyring:(?!-)([^}]*)\}")
+# either, in one pass: a value from one is never expanded again. Groups: keyring ref, VAR, default
+_REFERENCE = re.compile(f"{_KEYRING_REF.pattern}|{_VAR.pattern}")
+_KEYRING_SERVICE = re.compile(r"[A-Za-z0-9._@-]+")
+_KEYRING_NAME = re.compile(r"[A-Za-z0-9._@/-]+")
 _SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASS|PWD|CREDENTIAL|AUTH|COOKIE|SESSION|PRIVATE|SIGNATURE", re.I)
 
 
@@ -279,6 +287,11 @@ class GatewaySettings(BaseModel):
     pipelines: PipelineLimits = Field(default_factory=PipelineLimits)
     session_idle_timeout: float = Field(600.0, gt=0, description=(
         "seconds after which an idle handshake-era HTTP session is closed"))
+    store: str = Field("file", description=(
+        "where runtime registrations and settings live: 'file' (the state file), or a Redis URL "
+        "(redis://host:6379/0) that replicas share"))
+    store_prefix: str = Field("mcp-gateway", pattern=r"^[A-Za-z0-9_.:-]{1,100}$", description=(
+        "what the gateway's Redis keys start with; one per gateway (set of replicas)"))
     tool_exposure: Exposure = Field("all", description=(
         "all: list every tool; search: list the control tools and search_tools; auto: all while the "
         "catalog is within tool_budget, else search"))
@@ -286,6 +299,14 @@ class GatewaySettings(BaseModel):
     profiles: dict[str, ProfileSpec] = Field(default_factory=dict, description=(
         "named views, served at /p/<name>/mcp over HTTP and with --profile over stdio"))
 
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, value: str) -> str:
+        if value != "file" and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"{value[:80]!r} is neither 'file' nor a Redis URL (redis://host:6379/0, rediss://, "
+                             f"unix://)")
+        return value
 
     @field_validator("allow_urls")
     @classmethod
@@ -319,6 +340,8 @@ class GatewayConfig(BaseModel):
     def secret_values(self) -> set[str]:
         values = set(self._expanded) | set(self.gateway.auth_tokens) | set(self.gateway.admin_tokens)
         values |= {token for profile in self.gateway.profiles.values() for token in profile.tokens}
+        if (password := urlsplit(self.gateway.store).password) is not None:
+            values.add(password)
         for spec in self.mcpServers.values():
             values |= spec.secret_values()
         return values
@@ -354,15 +377,23 @@ class GatewayConfig(BaseModel):
         return self
 
 
-def expand_env(value: Any, env: Mapping[str, str], where: str = "", found: set[str] | None = None) -> Any:
-    """Expands `${VAR}` / `${VAR:-default}` in every string inside `value`.
+def expand_env(value: Any, env: Mapping[str, str], where: str = "", found: set[str] | None = None,
+               keyring_values: dict[str, str] | None = None) -> Any:
+    """Expands `${VAR}` / `${VAR:-default}` and `${keyring:SERVICE/NAME}` in every string inside `value`.
 
-    Values taken from the environment are added to `found`.
+    Values taken from the environment or the keyring are added to `found`; keyring values are kept in
+    `keyring_values` (by reference) so that each entry is read once.
     """
     found = set() if found is None else found
+    keyring_values = {} if keyring_values is None else keyring_values
     if isinstance(value, str):
         def substitute(match: re.Match[str]) -> str:
-            name, default = match.group(1), match.group(2)
+            reference, name, default = match.groups()
+            if reference is not None:
+                if reference not in keyring_values:
+                    keyring_values[reference] = keyring_secret(reference, where or "value")
+                found.add(keyring_values[reference])
+                return keyring_values[reference]
             if name in env:
                 found.add(env[name])
                 return env[name]
@@ -370,11 +401,74 @@ def expand_env(value: Any, env: Mapping[str, str], where: str = "", found: set[s
                 return default
             raise ConfigError(f"{where or 'value'}: environment variable {name} is not set "
                               f"(set it, or write ${{{name}:-default}})")
-        return _VAR.sub(substitute, value)
+        return _REFERENCE.sub(substitute, value)
     if isinstance(value, list):
-        return [expand_env(v, env, f"{where}[{i}]", found) for i, v in enumerate(value)]
+        return [expand_env(v, env, f"{where}[{i}]", found, keyring_values) for i, v in enumerate(value)]
     if isinstance(value, dict):
-        return {k: expand_env(v, env, f"{where}.{k}" if where else str(k), found) for k, v in value.items()}
+        return {k: expand_env(v, env, f"{where}.{k}" if where else str(k), found, keyring_values)
+                for k, v in value.items()}
+    return value
+
+
+_ENTRY_RULE = "SERVICE/NAME: letters, digits and ._-@, split at the first '/'; NAME may also hold '/'"
+_NO_BACKEND = ("no keyring backend is available (run a Secret Service such as gnome-keyring or KeePassXC, "
+               "or install another backend such as keyrings.alt; or pass the secret as ${VAR} instead)")
+
+
+def keyring_entry(reference: str) -> tuple[str, str] | None:
+    """SERVICE/NAME as (service, name), split at the first '/'; None when it is not of that form."""
+    service, _, name = reference.partition("/")
+    if _KEYRING_SERVICE.fullmatch(service) and _KEYRING_NAME.fullmatch(name):
+        return service, name
+    return None
+
+
+def keyring_problem(exc: Exception) -> str:
+    """One line on why a keyring operation failed."""
+    from keyring.errors import KeyringLocked, NoKeyringError
+
+    if isinstance(exc, NoKeyringError):
+        return _NO_BACKEND
+    if isinstance(exc, KeyringLocked):
+        return "the keyring is locked (unlock it and try again)"
+    return f"the keyring failed ({type(exc).__name__}: {' '.join(str(exc).split()) or 'no details'})"
+
+
+def open_keyring() -> Any:
+    """The keyring backend in use, or ConfigError (one line) when there is none. Imports keyring only
+    now, for the configs and commands that use it: the import probes the system's backends."""
+    try:
+        import keyring
+        from keyring.backends import fail, null
+    except ImportError:
+        raise ConfigError("the keyring package is not installed (pip install keyring)") from None
+    try:
+        backend = keyring.get_keyring()
+    except Exception as exc:  # PYTHON_KEYRING_BACKEND or keyringrc.cfg naming what cannot be loaded
+        detail = " ".join(str(exc).split())
+        raise ConfigError(f"cannot load the keyring backend ({type(exc).__name__}: {detail}); check "
+                          f"PYTHON_KEYRING_BACKEND and keyring's keyringrc.cfg") from None
+    if isinstance(backend, fail.Keyring):  # what keyring chooses when no backend is usable
+        raise ConfigError(_NO_BACKEND)
+    if isinstance(backend, null.Keyring):
+        raise ConfigError("the keyring is disabled (keyring.backends.null is configured): it holds nothing")
+    return backend
+
+
+def keyring_secret(reference: str, where: str) -> str:
+    """The keyring's value for SERVICE/NAME, or ConfigError saying where it was wanted and why it is not there."""
+    entry = keyring_entry(reference)
+    if entry is None:
+        raise ConfigError(f"{where}: ${{keyring:{reference}}} is not ${{keyring:SERVICE/NAME}} ({_ENTRY_RULE})")
+    try:
+        value = open_keyring().get_password(*entry)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: cannot read {reference!r}: {exc}") from None
+    except Exception as exc:
+        raise ConfigError(f"{where}: cannot read {reference!r}: {keyring_problem(exc)}") from None
+    if value is None:
+        raise ConfigError(f"{where}: no secret {reference!r} in the keyring "
+                          f"(store it with: gateway secret set {reference})")
     return value
 
 

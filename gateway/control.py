@@ -19,7 +19,7 @@ from gateway.backends.errors import BackendError
 from gateway.backends.invocation import Invocation, Road
 from gateway.backends.pool import BackendPool
 from gateway.backends.tool_rules import ToolRules
-from gateway.persistence import StateFile
+from gateway.store import Store
 from gateway.profiles import View
 from gateway.policy import Redactor, redact_url
 from gateway.provider import run_backend_tool
@@ -82,7 +82,7 @@ def server_summary(backend: Backend, exported: dict[tuple[str, str], str], redac
     return info
 
 
-def servers_report(pool: BackendPool, redact: Redactor, state: StateFile | None, *, operator: bool = False,
+def servers_report(pool: BackendPool, redact: Redactor, state: Store | None, *, operator: bool = False,
                    view: View | None = None) -> dict[str, Any]:
     """list_servers' answer, for the caller's profile; an operator's (GET /servers) also lists disabled
     tools, and why."""
@@ -97,6 +97,8 @@ def servers_report(pool: BackendPool, redact: Redactor, state: StateFile | None,
         result["name_collisions"] = pool.collisions
     if state is not None and state.problem:
         result["state_file_problem"] = redact(state.problem)
+    if state is not None and state.degraded:
+        result["store"] = {"status": "degraded", "problem": redact(state.degraded)}
     return result
 
 
@@ -166,7 +168,7 @@ async def _notify_changed(ctx: Context) -> None:
         await ctx.send_notification(note)
 
 
-def add_control_tools(mcp: FastMCP, pool: BackendPool, registrar: Registrar, state: StateFile | None,
+def add_control_tools(mcp: FastMCP, pool: BackendPool, registrar: Registrar, state: Store | None,
                       offer: Offer) -> None:
     redact = registrar.redact
     catalog = registrar.policy.describe()

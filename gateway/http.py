@@ -15,7 +15,7 @@ from gateway.access import ACCESS_KEY, PROFILE_KEY, Access, Credentials, Role
 from gateway.console.sessions import COOKIE, CSRF_HEADER, SESSION_KEY, ConsoleSessions
 from gateway.oauth import NOT_A_JWT, WELL_KNOWN, OAuthVerifier, Refused, metadata_url
 
-PUBLIC_PATHS = frozenset({"/healthz", "/ui/login"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/ui/login"})
 PUBLIC_PREFIXES = ("/ui/static/",)
 OPEN = Access(Role.admin, "anonymous")
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

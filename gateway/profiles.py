@@ -101,6 +101,13 @@ class Profiles:
             self._views.clear()
         return changed
 
+    def replace(self, profile: str, servers: Any) -> None:
+        """Another replica's runtime servers of a profile (None: none) replace this one's."""
+        self.added.pop(profile, None)
+        if profile in self._specs and isinstance(servers, list):
+            self.added[profile] = {s for s in servers if isinstance(s, str)}
+        self._views.clear()
+
     def saved(self) -> dict[str, list[str]]:
         return {name: sorted(servers) for name, servers in sorted(self.added.items()) if servers}
 

@@ -18,12 +18,11 @@ import anyio
 from pydantic import ValidationError
 
 from gateway.backends.backend import Backend
-from gateway.backends.errors import (BackendError, BadRegistration, NameTaken, RegistrationError,
-                                     RegistrationRefused)
+from gateway.backends.errors import (BackendError, BadRegistration, NameTaken, RegistrationError, RegistrationRefused, StoreDown)
 from gateway.backends.pool import BackendPool
 from gateway.config import ServerSpec
 from gateway.names import check_server_name
-from gateway.persistence import Entries, StateFile
+from gateway.store import Entries, Store
 from gateway.policy import PolicyError, Redactor, RegistrationPolicy, TooManySecrets
 from gateway.sandbox import sandboxed
 
@@ -50,7 +49,7 @@ def registration_entry(name: str, fields: dict[str, Any]) -> dict[str, Any]:
 
 
 class Registrar:
-    def __init__(self, pool: BackendPool, policy: RegistrationPolicy, redact: Redactor, state: StateFile,
+    def __init__(self, pool: BackendPool, policy: RegistrationPolicy, redact: Redactor, state: Store,
                  config_names: Iterable[str] = ()) -> None:
         self.pool = pool
         # The config file's servers, disabled ones included, are the operator's: a client can
@@ -64,7 +63,7 @@ class Registrar:
         self._underway: set[str] = set()  # names being registered
         self._removing: set[str] = set()  # names being removed
         # Each runtime stdio server starts in an empty directory of its own, which the gateway owns.
-        self.work_root = state.path.with_name(f".{state.path.stem}-work")
+        self.work_root = state.work_root
 
     async def _spec(self, name: str, entry: dict[str, Any]) -> ServerSpec:
         params, env = entry.get("params") or {}, entry.get("env") or {}
@@ -116,6 +115,8 @@ class Registrar:
         if name in self.pool or name in self._underway or name in self._removing:
             raise NameTaken(f"cannot register '{name}': a server named '{name}' already exists; remove "
                                     f"it first or choose another name")
+        if self.state.degraded:
+            raise StoreDown(f"cannot register '{name}': {self.state.degraded}")
         limit = self.pool.settings.max_runtime_servers
         if len(self.entries) + len(self._underway) >= limit:
             raise RegistrationRefused(f"cannot register '{name}': {limit} servers registered at runtime is the most "
@@ -153,7 +154,7 @@ class Registrar:
             self._forget(name)
             if replaced is not None:
                 self.kept[name] = replaced
-            raise RegistrationError(f"cannot register '{name}': the state file {self.state.path} could not be "
+            raise RegistrationError(f"cannot register '{name}': {self.state.where} could not be "
                                     f"written ({exc.strerror or exc}), so the server was stopped again") from None
         return backend
 
@@ -165,20 +166,47 @@ class Registrar:
                                     f"operator can change")
         if name in self._removing:
             raise NameTaken(f"'{name}' is being removed already")
-        # Claimed while it stops: a registration of the same name must wait until its directory
-        # and secret values are gone, or it would lose its own.
+        if self.state.degraded:
+            raise StoreDown(f"cannot remove '{name}': {self.state.degraded}")
+        # Claimed while it stops and until the store has it: a registration of the same name must
+        # wait until its directory and secret values are gone, or it would lose its own; and
+        # another replica's news must not bring it back meanwhile.
         self._removing.add(name)
         try:
             await self.pool.remove(name)
             self._forget(name)
+            try:
+                await self._save()
+            except OSError as exc:
+                return (f"{self.state.where} could not be written ({exc.strerror or exc}); "
+                        f"'{name}' will be registered again at the next start")
         finally:
             self._removing.discard(name)
-        try:
-            await self._save()
-        except OSError as exc:
-            return (f"the state file {self.state.path} could not be written ({exc.strerror or exc}); "
-                    f"'{name}' will be registered again at the next start")
         return None
+
+    async def apply(self, changes: dict[str, Any]) -> None:
+        """Another replica registered, replaced or removed these servers (an entry, or None): this
+        replica starts or stops its own copy. A change of its own in flight wins."""
+        for name, entry in changes.items():
+            if name in self._underway or name in self._removing or name in self.config_names:
+                continue
+            if name in self.entries:
+                if entry == self.entries[name]:
+                    continue
+                await self.pool.remove(name)
+                self._forget(name)
+            self.kept.pop(name, None)
+            if entry is None:
+                continue
+            try:
+                spec = await self._spec(name, entry)
+                self.redact.add(spec.secret_values(), owner=name)
+            except Exception as exc:  # as at restore: kept for the operator to see, not run
+                self.kept[name] = entry
+                logger.error("%s: '%s' is not started here: %s", self.state.where, name, self.redact(str(exc)[:300]))
+                continue
+            self.entries[name] = entry
+            self.pool.start_soon({}, runtime={name: spec})
 
     async def restore(self) -> dict[str, ServerSpec]:
         """The saved servers that may still start. The others stay in the file and are reported."""
@@ -206,5 +234,5 @@ class Registrar:
         if problems:
             report = self.redact("not restored, kept in the file: " + "; ".join(problems))
             self.state.problem = "; ".join(filter(None, [self.state.problem, report]))
-            logger.error("state file %s: %s", self.state.path, report)
+            logger.error("%s: %s", self.state.where, report)
         return specs

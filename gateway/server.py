@@ -12,6 +12,8 @@ from typing import Any
 import anyio
 from fastmcp import FastMCP
 from mcp_types import SubscriptionsListenRequestParams
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from gateway import _compat
@@ -32,7 +34,7 @@ from gateway.interceptors.observe import Observe
 from gateway.metrics import Metrics
 from gateway.listen import Listening
 from gateway.notify import LegacySessions
-from gateway.persistence import StateFile
+from gateway.store import Sections, Store, open_store
 from gateway.pipeline_tools import PipelineProvider
 from gateway.pipelines.loader import PipelineRegistry
 from gateway.profiles import Profiles
@@ -62,21 +64,50 @@ class Gateway:
     console_routes: list[Route]
 
 
-def build_gateway(config: GatewayConfig, pool: BackendPool, registry: PipelineRegistry, state: StateFile,
+def build_gateway(config: GatewayConfig, pool: BackendPool, registry: PipelineRegistry, state: Store,
                   redact: Redactor, audit: AuditTrail | None, metrics: Metrics | None, profiles: Profiles, *,
                   allow_any_command: bool = False, listening: tuple[str, int] | None = None
                   ) -> tuple[Gateway, Callable[[frozenset[str]], Awaitable[None]]]:
     settings = config.gateway
     registrar = Registrar(pool, RegistrationPolicy.from_config(config, allow_any_command, listening), redact, state,
                           config.mcpServers)
+    starting: list[anyio.Event] = []  # each configured or restored backend's first attempt
+    restored = anyio.Event()
 
     @asynccontextmanager
     async def lifespan(_server: FastMCP) -> AsyncIterator[dict[str, Any]]:
         # Only the start lives here: FastMCP closes lifespans inside a shielded cancel scope, which
         # a task group cannot be exited from, so the pool itself is owned by `running_gateway`.
         # The backends start in the background: the gateway serves at once, whatever they do.
-        await restore(registrar, state, pool, config, profiles)
+        starting.extend(await restore(registrar, state, pool, config, profiles))
+        restored.set()
+        pool.start_task(state.watch)  # other replicas' changes, from now on (a file store has none)
         yield {"pool": pool}
+
+    async def apply_remote(changes: Sections) -> None:
+        """Another replica's change, made here too: servers started or stopped, tool settings and
+        profiles' servers replaced; the pool's listeners then tell this replica's clients."""
+        rules = pool.tool_rules
+        for server, tools in (changes.get("tools") or {}).items():
+            for problem in rules.replace(server, tools):
+                logger.error("%s: tool setting not applied: %s", state.where, problem)
+        if changes.get("tools"):
+            pool.tools_changed()
+        for name, servers in (changes.get("profiles") or {}).items():
+            profiles.replace(name, servers)
+        await registrar.apply(changes.get("servers") or {})
+
+    state.on_remote_change = apply_remote
+
+    async def readyz(_request: Request) -> JSONResponse:
+        """Ready once every configured backend's first start attempt ended (whether it came up or
+        not: one broken backend must not keep the replica out of service). A degraded store is
+        reported, not made unready: the replica still serves everyone with the state it has."""
+        waiting = sum(not event.is_set() for event in starting)
+        store = "degraded" if state.degraded else "ok"
+        if waiting or not restored.is_set():
+            return JSONResponse({"status": "starting", "backends_starting": waiting, "store": store}, status_code=503)
+        return JSONResponse({"status": "ready", "store": store})
 
     sessions = LegacySessions()
     offer = Offer(pool, profiles, registry, settings)
@@ -104,7 +135,7 @@ def build_gateway(config: GatewayConfig, pool: BackendPool, registry: PipelineRe
     add_control_tools(mcp, pool, registrar, state, offer)
     offer.add_search_tool(mcp)
     console = Console(pool, registrar, state, registry, redact, audit, metrics, frozenset(RESERVED_TOOLS), offer)
-    routes = [*public_routes(), *api_routes(console)]
+    routes = [*public_routes(), Route("/readyz", readyz, methods=["GET"]), *api_routes(console)]
     for route in routes:
         mcp.custom_route(route.path, methods=sorted(route.methods or ()))(route.endpoint)
     async def lists_changed(kinds: frozenset[str]) -> None:
@@ -115,17 +146,17 @@ def build_gateway(config: GatewayConfig, pool: BackendPool, registry: PipelineRe
     return Gateway(mcp, console, routes), lists_changed
 
 
-async def restore(registrar: Registrar, state: StateFile, pool: BackendPool, config: GatewayConfig,
-                  profiles: Profiles) -> None:
-    """Runtime registrations, tool overrides and profiles' runtime servers from the state file; then
-    every backend starts."""
+async def restore(registrar: Registrar, state: Store, pool: BackendPool, config: GatewayConfig,
+                  profiles: Profiles) -> list[anyio.Event]:
+    """Runtime registrations, tool overrides and profiles' runtime servers from the store; then
+    every backend starts. The events are set as the backends' first attempts end."""
     restored = await registrar.restore()
     rules = pool.tool_rules
     for problem in rules.restore(state.keep("tools", rules.saved)):
-        logger.error("state file %s: tool setting not restored: %s", state.path, problem)
+        logger.error("%s: tool setting not restored: %s", state.where, problem)
     for problem in profiles.restore(state.keep("profiles", profiles.saved)):
-        logger.error("state file %s: %s", state.path, problem)
-    pool.start_soon(config.mcpServers, runtime=restored)
+        logger.error("%s: %s", state.where, problem)
+    return pool.start_soon(config.mcpServers, runtime=restored)
 
 
 @asynccontextmanager
@@ -144,23 +175,28 @@ async def running_gateway(config: GatewayConfig, pipelines_dir: Path | None = No
         handler.addFilter(log_filter)
     registry = PipelineRegistry(pipelines_dir)
     registry.refresh()
-    state = StateFile(config.state_path())
     settings = config.gateway
+    state = open_store(settings.store, config.state_path(), settings.store_prefix)
+    await state.start()
     rules = ToolRules(config.mcpServers)
     observe = Observe()
     profiles = Profiles(settings, default=profile)
     audit = AuditTrail(settings.audit, config.audit_path(), redact) if settings.audit.enabled else None
-    async with audit or nullcontext():
-        async with BackendPool(settings, reserved_names=RESERVED_TOOLS, started=started, tool_rules=rules,
-                               interceptors=build_interceptors(settings, redact, rules, observe, profiles)) as pool, \
-                anyio.create_task_group() as tg:
-            metrics = Metrics(pool, registry.pipelines.__contains__) if settings.metrics else None
-            observe.listeners = tuple(x for x in (audit, metrics) if x is not None)
-            gateway, lists_changed = build_gateway(config, pool, registry, state, redact, audit, metrics, profiles,
-                                                   allow_any_command=allow_any_command, listening=listening)
-            _watch_lists(pool, registry, tg, lists_changed)
-            yield gateway
-            tg.cancel_scope.cancel()
+    try:
+        async with audit or nullcontext():
+            async with BackendPool(settings, reserved_names=RESERVED_TOOLS, started=started, tool_rules=rules,
+                                   interceptors=build_interceptors(settings, redact, rules, observe, profiles)) as pool, \
+                    anyio.create_task_group() as tg:
+                metrics = Metrics(pool, registry.pipelines.__contains__) if settings.metrics else None
+                observe.listeners = tuple(x for x in (audit, metrics) if x is not None)
+                gateway, lists_changed = build_gateway(config, pool, registry, state, redact, audit, metrics,
+                                                       profiles, allow_any_command=allow_any_command,
+                                                       listening=listening)
+                _watch_lists(pool, registry, tg, lists_changed)
+                yield gateway
+                tg.cancel_scope.cancel()
+    finally:
+        await state.aclose()
     for handler in logging.getLogger().handlers:
         handler.removeFilter(log_filter)
 

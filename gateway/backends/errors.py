@@ -47,6 +47,10 @@ class NameTaken(RegistrationError):
     status = 409
 
 
+class StoreDown(RegistrationError):
+    status = 503  # the shared store is unreachable: no change is made that other replicas would miss
+
+
 class ResultTooLarge(BackendError):
     pass
 

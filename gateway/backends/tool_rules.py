@@ -95,6 +95,12 @@ class ToolRules:
             section.setdefault(server, {})[tool] = override.shown()
         return section
 
+    def replace(self, server: str, tools: Any) -> list[str]:
+        """Another replica's settings for one server's tools (None: it has none) replace this one's."""
+        for key in [key for key in self.overrides if key[0] == server]:
+            del self.overrides[key]
+        return self.restore({server: tools}) if tools else []
+
     def restore(self, section: Any) -> list[str]:
         """Loads the saved overrides; returns a problem per entry it could not read."""
         problems: list[str] = []

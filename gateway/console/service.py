@@ -23,7 +23,7 @@ from gateway.control import servers_report, server_summary
 from gateway.exposure import Offer
 from gateway.metrics import Metrics
 from gateway.names import VALID_NAME
-from gateway.persistence import StateFile
+from gateway.store import Store
 from gateway.pipeline_tools import PIPELINE_PREFIX
 from gateway.pipelines.checks import check_against_pool
 from gateway.pipelines.engine import run_pipeline
@@ -93,7 +93,7 @@ class ToolChange(BaseModel):
 
 
 class Console:
-    def __init__(self, pool: BackendPool, registrar: Registrar, state: StateFile, registry: PipelineRegistry,
+    def __init__(self, pool: BackendPool, registrar: Registrar, state: Store, registry: PipelineRegistry,
                  redact: Redactor, audit: AuditTrail | None, metrics: Metrics | None,
                  reserved_names: frozenset[str], offer: Offer) -> None:
         self.pool, self.registrar, self.state, self.registry = pool, registrar, state, registry
@@ -227,6 +227,8 @@ class Console:
             raise refused(404, f"unknown tool '{exported}': give the exported name GET /tools lists")
         if (new_name := changes.get("name")) is not None:
             self._check_free(new_name, (server, name))
+        if self.state.degraded:
+            raise ConsoleError(503, "store_unavailable", f"the change was not made: {self.state.degraded}")
         rules = self.pool.tool_rules
         before = rules.overrides.get((server, name))
         rules.override(server, name, changes)
@@ -236,7 +238,7 @@ class Console:
             rules.overrides.pop((server, name), None)
             if before:
                 rules.overrides[(server, name)] = before
-            raise ConsoleError(500, "state_file", f"the change was not made: the state file {self.state.path} "
+            raise ConsoleError(500, "state_file", f"the change was not made: {self.state.where} "
                                                   f"could not be written ({exc.strerror or exc})") from None
         self.pool.tools_changed()
         now = next(e for e, key in self.pool.tool_index.items() if key == (server, name))

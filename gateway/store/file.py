@@ -26,6 +26,9 @@ Entries = dict[str, dict[str, Any]]
 
 
 class StateFile:
+    degraded = None  # a file is always there to write to (a failing write is reported as it happens)
+    on_remote_change = None  # nobody else writes it
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self.problem: str | None = None  # why the file found at startup was set aside
@@ -39,6 +42,24 @@ class StateFile:
         """Makes `current()` the file's `section` from now on; returns what the file held of it."""
         self._sections[section] = current
         return self._loaded.get(section)
+
+    @property
+    def where(self) -> str:
+        return f"the state file {self.path}"
+
+    @property
+    def work_root(self) -> Path:
+        """Where runtime stdio servers get their working directories."""
+        return self.path.with_name(f".{self.path.stem}-work")
+
+    async def start(self) -> None:
+        """Read at `load()`: nothing to do ahead."""
+
+    async def watch(self) -> None:
+        """Nobody else writes the file: nothing to hear."""
+
+    async def aclose(self) -> None:
+        pass
 
     def _temp_prefix(self) -> str:
         return f".{self.path.name}."
