@@ -163,6 +163,7 @@ async def test_without_redis_replicas_serve_refuse_changes_and_converge_after(tm
         async with api(a) as on_a:
             answer = await on_a.patch("/tools/kept__add", json={"enabled": False})
             assert answer.status_code == 503 and answer.json()["error"] == "store_unavailable"
+            assert "store degraded: changes are refused" in (await on_a.get("/ui/summary")).text
         assert len(backend_copies(mark, "kept")) == 2  # nothing was half done
 
         async with redis_process(tmp_path, port):  # back, with what it held

@@ -115,7 +115,8 @@ class Console:
                 "pipelines": len(self.registry.pipelines),
                 "calls_in_flight": self.metrics.calls_in_flight if self.metrics else None,
                 "calls_total": self.audit.total if self.audit else None,
-                "audit_lines_dropped": self.audit.dropped if self.audit else None}
+                "audit_lines_dropped": self.audit.dropped if self.audit else None,
+                "store_problem": self.redact(self.state.degraded) if self.state.degraded else None}
 
     # -- servers ------------------------------------------------------------------------------
 
