@@ -160,6 +160,17 @@ class CallBackendTool(Tool):
             {"name": args.tool, "arguments": parse_object(args.params, "params")}, timeout=args.timeout))
 
 
+async def save_profiles(state: Store | None) -> str | None:
+    """Saves a profile's servers; a warning when that could not be done."""
+    if state is None:
+        return None
+    try:
+        await state.save()
+    except OSError as exc:
+        return f"the profile's servers could not be saved in {state.where} ({exc.strerror or exc})"
+    return None
+
+
 async def _notify_changed(ctx: Context) -> None:
     # On the call's own stream: a 2026-07-28 caller without a listen stream hears of it only so
     # (every other client is told by the gateway when the pool changes).
@@ -217,11 +228,11 @@ def add_control_tools(mcp: FastMCP, pool: BackendPool, registrar: Registrar, sta
             backend = await registrar.register(name, entry)
         except BackendError as exc:
             raise ToolError(str(exc)) from None
-        if offer.profiles.registered(offer.view(ctx).name, name) and state is not None:
-            await state.save()
+        warning = await save_profiles(state) if offer.profiles.registered(offer.view(ctx).name, name) else None
         await _notify_changed(ctx)
         tools = backend.catalog.tools
         return {
+            **({"warning": warning} if warning else {}),
             "registered": name,
             "status": backend.state.value,
             "tools": [{"name": t.tool.name, "description": t.tool.description,
@@ -240,8 +251,8 @@ def add_control_tools(mcp: FastMCP, pool: BackendPool, registrar: Registrar, sta
             warning = await registrar.remove(name)
         except BackendError as exc:
             raise ToolError(str(exc)) from None
-        if offer.profiles.removed(name) and state is not None:
-            await state.save()
+        if offer.profiles.removed(name):
+            warning = await save_profiles(state) or warning
         await _notify_changed(ctx)
         view = offer.view(ctx)
         return {"removed": name, "servers": [s for s in pool.names() if view.offers_server(s)],

@@ -18,7 +18,8 @@ import anyio
 from pydantic import ValidationError
 
 from gateway.backends.backend import Backend
-from gateway.backends.errors import (BackendError, BadRegistration, NameTaken, RegistrationError, RegistrationRefused, StoreDown)
+from gateway.backends.errors import (BackendError, BadRegistration, NameTaken, RegistrationError, RegistrationRefused,
+                                     StoreDown)
 from gateway.backends.pool import BackendPool
 from gateway.config import ServerSpec
 from gateway.names import check_server_name

@@ -19,7 +19,7 @@ from gateway.backends.backend import Backend
 from gateway.backends.errors import BackendError, RegistrationError, UnknownServer
 from gateway.backends.invocation import Caller, Invocation
 from gateway.backends.pool import BackendPool
-from gateway.control import servers_report, server_summary
+from gateway.control import save_profiles, servers_report, server_summary
 from gateway.exposure import Offer
 from gateway.metrics import Metrics
 from gateway.names import VALID_NAME
@@ -166,9 +166,10 @@ class Console:
             raise refused(exc.status, str(exc)) from None
         except BackendError as exc:
             raise refused(502, str(exc)) from None
-        if view is not None and self.offer.profiles.registered(view.name, name):
-            await self.state.save()
-        return {"registered": name, "status": backend.state.value, "tools": sorted(backend.catalog.tools)}
+        warning = await save_profiles(self.state) if view is not None and self.offer.profiles.registered(view.name, name) \
+            else None
+        return {"registered": name, "status": backend.state.value, "tools": sorted(backend.catalog.tools),
+                **({"warning": warning} if warning else {})}
 
     async def remove_server(self, name: str, view: View | None = None) -> dict[str, Any]:
         self._backend(name, view)
@@ -177,7 +178,7 @@ class Console:
         except RegistrationError as exc:
             raise refused(exc.status, str(exc)) from None
         if self.offer.profiles.removed(name):
-            await self.state.save()
+            warning = await save_profiles(self.state) or warning
         return {"removed": name, **({"warning": warning} if warning else {})}
 
     async def restart_server(self, name: str, view: View | None = None) -> dict[str, Any]:
