@@ -3,8 +3,8 @@
 #   docker build -t mcp-gateway:0.1.0 .
 #   docker run --rm -p 8003:8003 -e GATEWAY_AUTH_TOKENS=... -e GATEWAY_ADMIN_TOKENS=... mcp-gateway:0.1.0
 #
-# Built and checked for linux/amd64, where every dependency is a wheel; on arm64, wordllama has no
-# wheel and would need a C compiler in the builder stage.
+# For linux/amd64, where every dependency comes as a wheel; on arm64 wordllama has none and would
+# need a C compiler in the builder stage.
 ARG PYTHON_VERSION=3.11
 
 # --- builder: a virtualenv holding the gateway and its dependencies (the same pip steps as setup.sh,
@@ -21,7 +21,8 @@ RUN /opt/venv/bin/python -m pip install .
 # --- runtime
 FROM python:${PYTHON_VERSION}-slim
 # tini as PID 1: passes SIGTERM on to the gateway (which then stops its backends) and reaps the
-# orphans of backend processes
+# orphans of backend processes. Not pinned: the base image's Debian release decides its version.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends tini \
     && rm -rf /var/lib/apt/lists/*

@@ -170,6 +170,10 @@ def serve(
         tuple([*auth_token, *config.gateway.auth_tokens, *_from_env("GATEWAY_AUTH_TOKENS")]),
         tuple([*admin_token, *config.gateway.admin_tokens, *_from_env("GATEWAY_ADMIN_TOKENS")]),
         tuple((token, name) for name, spec in config.gateway.profiles.items() for token in spec.tokens))
+    every_token = [*credentials.client_tokens, *credentials.admin_tokens, *(t for t, _ in credentials.profile_tokens)]
+    if any(token.startswith("REPLACE-ME") for token in every_token):
+        _fail("a token is still a placeholder (REPLACE-ME...), as in deploy/kubernetes/secret.yaml: "
+              "put real tokens there, e.g. from `openssl rand -hex 32`")
     if profile is not None:
         if transport is not Transport.stdio:
             _fail(f"--profile is for the stdio transport; over HTTP the profile is served at /p/{profile}/mcp")

@@ -248,7 +248,7 @@ def test_the_kubernetes_objects_are_wired_together() -> None:
     secret = resource("Secret", "mcp-gateway-tokens")
     refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
     assert set(refs) == {"GATEWAY_AUTH_TOKENS", "GATEWAY_ADMIN_TOKENS"}
-    for name, ref in refs.items():
+    for ref in refs.values():
         assert ref["name"] == secret["metadata"]["name"] and ref["key"] in secret["stringData"]
         assert all(token.startswith("REPLACE-ME") for token in secret["stringData"][ref["key"]].split(","))
 
@@ -374,7 +374,7 @@ def test_the_container_config_is_the_shipped_one_for_the_image_and_valid() -> No
     for env in (k8s_env, compose_env):
         parsed = parse_config(container_config(), env=env, base_dir=Path(config_path).parent)
         assert parsed.gateway.store == env["GATEWAY_STORE"] and parsed.gateway.store.startswith("redis://")
-        assert str(parsed.state_path().parent) in {"/var/lib/mcp-gateway"}
+        assert str(parsed.state_path().parent) == "/var/lib/mcp-gateway"
         for spec in [*parsed.mcpServers.values(), *parsed.gateway.catalog.values()]:
             assert Path(spec.command).is_absolute(), spec.command
 
@@ -584,3 +584,15 @@ async def test_the_image_command_serves_health_and_readiness_and_wants_a_token(t
             assert ready.status_code == 200 and ready.json()["status"] == "ready"
             servers = (await http.get("/servers", headers={"Authorization": f"Bearer {ADMIN}"})).json()["servers"]
             assert {s["name"]: s["status"] for s in servers} == {name: "ready" for name in container_config()["mcpServers"]}
+
+
+def test_the_placeholder_tokens_of_the_example_secret_are_refused() -> None:
+    """Applied unedited, the example Secret would make its placeholder an operator's token: the
+    gateway refuses to start with it."""
+    secret = yaml.safe_load((ROOT / "deploy" / "kubernetes" / "secret.yaml").read_text())
+    placeholder = secret["stringData"]["GATEWAY_ADMIN_TOKENS"]
+    assert placeholder.startswith("REPLACE-ME")
+    answer = subprocess.run([GATEWAY, "--transport", "streamable-http", "--port", "1"], capture_output=True, text=True,
+                            timeout=60, stdin=subprocess.DEVNULL,
+                            env={**os.environ, "GATEWAY_ADMIN_TOKENS": placeholder})
+    assert answer.returncode == 2 and "a token is still a placeholder" in answer.stderr
