@@ -47,6 +47,10 @@ async def test_streamable_http_front(tmp_path: Path, mark: str, mode: str) -> No
             assert (await client.call_tool("extra__echo", {"text": "x"})).data == "x"
             await client.call_tool("remove_server", {"name": "extra"})
             assert "extra__echo" not in {t.name for t in await client.list_tools()}
+            # 1 MiB of text (twice on the wire: content and structured content): a handshake-era
+            # client refuses a server-sent event over 1 MiB; an answer that is only the response
+            # comes as one JSON body, which has no such limit
+            assert len((await client.call_tool("testing__big", {"kb": 1024})).data) == 1024 * 1024
 
 
 async def test_sse_front(tmp_path: Path, mark: str) -> None:
