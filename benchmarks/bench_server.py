@@ -31,7 +31,7 @@ def blob(kb: int) -> str:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "http":
-        mcp.run(transport="http", host="127.0.0.1", port=int(sys.argv[2]), show_banner=False)
+    if len(sys.argv) == 3 and sys.argv[1] in ("http", "sse"):
+        mcp.run(transport=sys.argv[1], host="127.0.0.1", port=int(sys.argv[2]), show_banner=False)
     else:
         mcp.run(show_banner=False)

@@ -1,9 +1,10 @@
 """Where a sequential call's time goes: CPU per call of each process on the path.
 
-    .venv/bin/python benchmarks/cpu_split.py [--front http|stdio] [--mode auto|legacy] [--calls 1000] [--rounds 2]
+    .venv/bin/python benchmarks/cpu_split.py [--front http|sse|stdio] [--mode auto|legacy] [--calls 1000] [--rounds 2]
 
 http:  direct = this process (the client) -> the bench backend over its own streamable HTTP;
        gateway = this process -> the gateway's streamable-HTTP front -> the same backend over stdio.
+sse:   the same over the legacy SSE transport (/sse) of the backend and of the gateway;
 stdio: direct = this process -> the bench backend over stdio;
        gateway = this process -> the gateway over stdio -> the same backend over stdio.
 For each, p50 latency and the CPU milliseconds per call of the client, the gateway and the backend
@@ -61,16 +62,20 @@ async def measure(client: Client, tool: str, calls: int, procs: list[psutil.Proc
 
 
 @contextlib.asynccontextmanager
-async def http_clients(tmp: Path, config: Path, mode: str) -> AsyncIterator[tuple[Client, list, Client, list]]:
+async def http_clients(tmp: Path, config: Path, mode: str, front: str = "http"
+                       ) -> AsyncIterator[tuple[Client, list, Client, list]]:
+    """Both over streamable HTTP, or (`front="sse"`) both over the legacy SSE transport."""
     mark = uuid.uuid4().hex
     gw_port, be_port = load_http.free_port(), load_http.free_port()
-    with load_http.serve([sys.executable, BENCH, "http", str(be_port)], be_port, mark, tmp / "be.log",
+    path = "/sse" if front == "sse" else "/mcp"
+    with load_http.serve([sys.executable, BENCH, front, str(be_port)], be_port, mark, tmp / "be.log",
                          "backend") as backend, \
-            load_http.serve([GATEWAY, "--transport", "streamable-http", "--port", str(gw_port),
-                             "--auto-register", str(config)], gw_port, mark, tmp / "gw.log", "gateway") as gateway:
+            load_http.serve([GATEWAY, "--transport", "sse" if front == "sse" else "streamable-http", "--port",
+                             str(gw_port), "--auto-register", str(config)], gw_port, mark, tmp / "gw.log",
+                            "gateway") as gateway:
         gw = psutil.Process(gateway.proc.pid)
-        async with Client(f"http://127.0.0.1:{be_port}/mcp", timeout=30, mode=mode) as direct, \
-                Client(f"http://127.0.0.1:{gw_port}/mcp", timeout=30, mode=mode) as through:
+        async with Client(f"http://127.0.0.1:{be_port}{path}", timeout=30, mode=mode) as direct, \
+                Client(f"http://127.0.0.1:{gw_port}{path}", timeout=30, mode=mode) as through:
             yield direct, [psutil.Process(backend.proc.pid)], through, [gw, gw.children()[0]]
 
 
@@ -91,7 +96,7 @@ async def main(front: str, mode: str, calls: int, rounds: int) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "config.json"
         config.write_text(json.dumps({"mcpServers": {"bench": {"command": sys.executable, "args": [BENCH]}}}))
-        clients = http_clients(Path(tmp), config, mode) if front == "http" else stdio_clients(config, mode)
+        clients = stdio_clients(config, mode) if front == "stdio" else http_clients(Path(tmp), config, mode, front)
         async with clients as (direct, direct_procs, through, through_procs):
             for r in range(rounds):
                 plain = await measure(direct, "echo", calls, direct_procs)
@@ -107,7 +112,7 @@ async def main(front: str, mode: str, calls: int, rounds: int) -> list[dict]:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--front", choices=("http", "stdio"), default="http")
+    parser.add_argument("--front", choices=("http", "sse", "stdio"), default="http")
     parser.add_argument("--mode", choices=("auto", "legacy"), default="auto",
                         help="client protocol era: auto (2026-07-28) or legacy (2025-11-25)")
     parser.add_argument("--calls", type=int, default=1000)
