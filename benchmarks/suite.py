@@ -16,6 +16,10 @@ Groups (each starts its own processes and stops them before the next one starts)
 - memory     gateway RSS with 20 stdio backends vs one bare bench_server.py
 - observe    the audit trail (with its file) and metrics on, vs the same gateway with both off: sequential
              echo over stdio and HTTP, and 64-in-flight load over HTTP
+- peers      reference rows: two one-server bridges (sparfenyuk's mcp-proxy and supergateway, installed by
+             benchmarks/peers_setup.sh into benchmarks/.peers/) bridging the same stdio bench_server.py to
+             streamable HTTP, beside the gateway's HTTP front, all vs the backend's own HTTP in the same era
+             (2025-11-25 clients; the gateway with 2026-07-28 clients too): sequential echo and 64 in flight
 
 The machine is shared, so paths under comparison run interleaved where they can (blocks of calls
 taking turns, alternating order between rounds), and each group records how busy the rest of the
@@ -30,6 +34,8 @@ import hashlib
 import json
 import os
 import platform
+import shlex
+import shutil
 import signal
 import statistics
 import subprocess
@@ -58,9 +64,10 @@ from load_http import (  # noqa: E402
     process_snapshot, serve, wait_gone)
 
 import anyio  # noqa: E402
+import httpx2  # noqa: E402
 import psutil  # noqa: E402
 from fastmcp import Client  # noqa: E402
-from fastmcp.client.transports import StdioTransport  # noqa: E402
+from fastmcp.client.transports import StdioTransport, StreamableHttpTransport  # noqa: E402
 
 ROOT = HERE.parent
 RESULTS = HERE / "results"
@@ -68,6 +75,9 @@ BENCH_SERVER = str(HERE / "bench_server.py")
 PROXY_SCRIPT = str(HERE / "fastmcp_proxy.py")
 TESTING_SERVER = str(ROOT / "tests" / "backends" / "testing_server.py")
 GATEWAY = str(Path(sys.executable).parent / "gateway")
+PEERS = HERE / ".peers"  # benchmarks/peers_setup.sh installs the peers group's bridges here
+MCP_PROXY = PEERS / "mcp-proxy" / "bin" / "mcp-proxy"
+SUPERGATEWAY = PEERS / "node" / "node_modules" / "supergateway" / "dist" / "index.js"
 
 ROLE_VAR = "SUITE_ROLE"  # tells our processes apart when we need one's pid (memory)
 CLIENT_TIMEOUT = 30.0
@@ -78,7 +88,7 @@ BLOCK = 50
 OVERHEAD_PAIRS = 5
 MIB = 1024 * 1024
 GROUP_BOUND = {"pipeline": 300, "stdio": 600, "http": 900, "fanout": 300, "isolation": 300,
-               "startup": 600, "memory": 600, "observe": 600}
+               "startup": 600, "memory": 600, "observe": 600, "peers": 900}
 GROUPS = list(GROUP_BOUND)
 
 
@@ -985,6 +995,210 @@ async def group_observe(run: Run) -> None:
                       flush=True)
 
 
+ERA = {"auto": "2026-07-28", "legacy": "2025-11-25"}
+
+
+def peer_versions() -> dict[str, str]:
+    """Each bridge that benchmarks/peers_setup.sh installed, with its version (and what it runs on)."""
+    found: dict[str, str] = {}
+    if MCP_PROXY.exists():
+        def dist(name: str) -> str:
+            hits = sorted(PEERS.glob(f"mcp-proxy/lib/python*/site-packages/{name}-*.dist-info"))
+            return hits[-1].name.removesuffix(".dist-info").split("-", 1)[1] if hits else "?"
+        found["mcp-proxy"] = f"{dist('mcp_proxy')} (mcp {dist('mcp')})"
+    node = shutil.which("node")
+    package = SUPERGATEWAY.parent.parent / "package.json"
+    if package.exists() and node:
+        node_version = subprocess.run([node, "--version"], capture_output=True, text=True, check=False).stdout.strip()
+        found["supergateway"] = f"{json.loads(package.read_text())['version']} (Node.js {node_version})"
+    return found
+
+
+def peer_command(peer: str, port: int) -> list[str]:
+    """The bridge serving stdio bench_server.py over streamable HTTP at http://127.0.0.1:PORT/mcp.
+
+    Per-message logging off in both (the gateway logs nothing per call either). supergateway runs
+    --stateful: without it, it starts (and initializes) a new backend process for every request;
+    stateful, it starts one backend process per client session. mcp-proxy shares one backend.
+    """
+    backend = [sys.executable, BENCH_SERVER]
+    if peer == "mcp-proxy":
+        # --pass-environment: the backend inherits the run's mark (mcp-proxy otherwise gives it a bare env).
+        return [str(MCP_PROXY), "--host", "127.0.0.1", "--port", str(port), "--pass-environment",
+                "--log-level", "WARNING", "--", *backend]
+    return [shutil.which("node") or "node", str(SUPERGATEWAY), "--stdio", shlex.join(backend),
+            "--outputTransport", "streamableHttp", "--port", str(port), "--stateful", "--logLevel", "none"]
+
+
+# Below the 5 s after which the servers measured here (uvicorn, Node's http) close an idle keep-alive
+# connection. httpx2's default is also 5 s, so a client whose connections sat idle for about 5 s (the
+# paths take turns) could send on a connection the server was closing: one such ReadError leaves a
+# fastmcp 4.2 client failing every later call with ReadError (reproduced against bench_server.py's own
+# HTTP alone, every few runs), which would count as lost calls of whichever path it hit.
+CLIENT_KEEPALIVE = 2.0
+
+
+def pooled_http_client(headers: dict[str, str] | None = None, timeout: httpx2.Timeout | None = None,
+                       auth: httpx2.Auth | None = None, **_: Any) -> httpx2.AsyncClient:
+    """mcp's default HTTP client (create_mcp_http_client), with idle connections dropped after CLIENT_KEEPALIVE."""
+    return httpx2.AsyncClient(headers=headers, auth=auth, timeout=timeout or httpx2.Timeout(30.0, read=300.0),
+                              limits=httpx2.Limits(keepalive_expiry=CLIENT_KEEPALIVE))
+
+
+@contextlib.asynccontextmanager
+async def closing_quietly(run: Run, what: str, url: str, mode: str) -> AsyncIterator[Client]:
+    """An HTTP client whose failure to close (a peer that drops the connection first) is a note, not an error."""
+    client = Client(StreamableHttpTransport(url, httpx_client_factory=pooled_http_client), mode=mode,
+                    timeout=CLIENT_TIMEOUT, init_timeout=READY_BOUND)
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(client)
+        try:
+            yield client
+        finally:
+            try:
+                await stack.aclose()
+            except Exception as exc:
+                run.note(f"{what}: closing a client raised {type(exc).__name__}: {str(exc)[:200]}")
+
+
+async def group_peers(run: Run) -> None:
+    """Two one-server bridges over the same stdio backend, beside the gateway's HTTP front, in both eras."""
+    s = run.settings
+    n = s.http_calls
+    versions = peer_versions()
+    run.record.extra["peer_versions"] = versions
+    missing = [peer for peer in ("mcp-proxy", "supergateway") if peer not in versions]
+    if missing:
+        run.note(f"**not measured: {', '.join(missing)}**: not installed in {PEERS.relative_to(ROOT)} (run "
+                 "`bash benchmarks/peers_setup.sh`); the gateway's rows are measured all the same")
+    if versions:
+        run.note("peers: " + "; ".join(f"{peer} {version}" for peer, version in versions.items()))
+    cfg = run.config("peers", {"bench": run.backend()})
+    ports = {"direct": run.port(), "gateway": run.port(), **{peer: run.port() for peer in versions}}
+    url = {server: f"http://127.0.0.1:{port}/mcp" for server, port in ports.items()}
+    tool = {server: "bench__echo" if server == "gateway" else "echo" for server in ports}
+    # path -> (server, client mode). Each row is a path compared with "direct" in the same era.
+    paths = {f"{server} {ERA[mode]}": (server, mode) for server, mode in
+             (("direct", "auto"), ("gateway", "auto"), ("direct", "legacy"), ("gateway", "legacy"),
+              *((peer, "legacy") for peer in versions))}
+    label = {"gateway": "this gateway (HTTP front, 1 stdio backend)", "mcp-proxy": "mcp-proxy (reference)",
+             "supergateway": "supergateway --stateful (reference)"}
+    lat: dict[str, Metric] = {}
+    tp: dict[str, Metric] = {}
+    for path, (server, mode) in paths.items():
+        if server == "direct":
+            continue
+        base = f"backend's own HTTP, {ERA[mode]}"
+        lat[path] = run.metric("peers: latency, HTTP", f"{label[server]}, {ERA[mode]} client: p50 of {n} sequential "
+                               "echo", "—", None, labels=(server, base))
+        tp[path] = run.metric("peers: throughput", f"{label[server]}, {ERA[mode]}: {s.throughput_calls} echo, "
+                              f"{s.concurrency} in flight, {s.clients} clients", "—", None, higher_is_better=True,
+                              abs_unit="calls/s", labels=(server, base))
+
+    def base_of(path: str) -> str:
+        return f"direct {ERA[paths[path][1]]}"
+
+    with contextlib.ExitStack() as procs:
+        started = {"direct": procs.enter_context(run.serve_http([sys.executable, BENCH_SERVER, "http",
+                                                                 str(ports["direct"])], ports["direct"],
+                                                                "bench_server.py http")),
+                   "gateway": procs.enter_context(run.gateway_http(cfg, ports["gateway"]))}
+        for peer in versions:
+            command = peer_command(peer, ports[peer])
+            shown = shlex.join(command).replace(sys.executable, ".venv/bin/python").replace(str(ROOT) + "/", "")
+            run.note(f"{peer}: `{shown}`")
+            started[peer] = procs.enter_context(run.serve_http(command, ports[peer], peer))
+        pids = {server: proc.proc.pid for server, proc in started.items()}
+        cpu: dict[str, Counter[str]] = {path: Counter() for path in paths}
+        served: Counter[str] = Counter()
+        async with contextlib.AsyncExitStack() as stack:
+            single: dict[str, Client] = {}
+            many: dict[str, list[Client]] = {}
+            for path, (server, mode) in paths.items():
+                single[path] = await stack.enter_async_context(closing_quietly(run, path, url[server], mode))
+                if path.startswith("gateway 2026"):
+                    await wait_ready(single[path], 1)
+            for path, (server, mode) in paths.items():
+                many[path] = [await stack.enter_async_context(closing_quietly(run, path, url[server], mode))
+                              for _ in range(s.clients)]
+                got = {client.protocol_version for client in (single[path], *many[path])}
+                if got != {ERA[mode]}:
+                    run.note(f"**{path}: the clients negotiated {sorted(map(str, got))}, not {ERA[mode]}**")
+            run.note("protocol versions negotiated: " + ", ".join(
+                f"{path}: {single[path].protocol_version}" for path in paths))
+
+            echo = {path: target(single[path], fixed(tool[server], {"text": "hi"}))
+                    for path, (server, _mode) in paths.items()}
+
+            def maker(server: str) -> Callable[[int, str], tuple[str, dict[str, Any]]]:
+                return lambda _i, payload: (tool[server], {"text": payload})
+
+            makers = {path: maker(server) for path, (server, _mode) in paths.items()}
+            _, failures = await interleave(echo, 20, 20, echoed)
+            note_failures(run, failures)
+            for path, clients in many.items():
+                await load(clients, makers[path], 4 * s.concurrency, s.concurrency)
+
+            order = list(paths)
+            for r in range(s.rounds):
+                samples, failures = await interleave(echo, n, BLOCK, echoed)
+                note_failures(run, failures)
+                for path, metric in lat.items():
+                    got, base = samples[path], samples[base_of(path)]
+                    if got and base:
+                        metric.add(p50(got) / p50(base), ms(p50(got)), ms(p50(base)))
+
+                walls: Counter[str] = Counter()
+                oks: Counter[str] = Counter()
+                for chunk in range(max(1, s.throughput_calls // s.throughput_chunk)):
+                    shift = (chunk + r) % len(order)
+                    for path in order[shift:] + order[:shift]:
+                        meter = CpuMeter(pids[paths[path][0]])
+                        with anyio.fail_after(GROUP_BOUND["peers"] / 3):
+                            wall, echoes = await load(many[path], makers[path], s.throughput_chunk, s.concurrency)
+                        used = meter.stop(wall)
+                        cpu[path].update({k: used[k] for k in ("driver", "server", "children", "others")})
+                        walls[path] += wall
+                        oks[path] += echoes.ok
+                        served[path] += echoes.ok
+                        if echoes.lost or echoes.crossed:
+                            run.note(f"throughput round {r + 1}, turn {chunk + 1}, {path}: {echoes.lost} lost, "
+                                     f"{echoes.crossed} crossed: {dict(echoes.errors.most_common(3))}")
+                rate = {path: oks[path] / walls[path] for path in order}
+                for path, metric in tp.items():
+                    if rate[base_of(path)]:
+                        metric.add(rate[path] / rate[base_of(path)], rate[path], rate[base_of(path)])
+                print(f"  round {r + 1}: " + "; ".join(
+                    f"{path} p50 {lat[path].values[-1] if lat[path].values else float('nan'):.2f}×, "
+                    f"throughput {tp[path].values[-1] if tp[path].values else float('nan'):.2f}× "
+                    f"({rate[path]:.0f} vs {rate[base_of(path)]:.0f} calls/s)" for path in lat), flush=True)
+
+            for server, pid in pids.items():
+                snapshot = process_snapshot(pid)
+                run.note(f"{server} process after the load: {describe(snapshot)}")
+            run.record.extra["throughput_cpu_ms_per_call"] = {
+                path: {k: round(1000 * v / served[path], 3) for k, v in used.items()}
+                for path, used in cpu.items() if served[path]}
+            for path, used in cpu.items():
+                if served[path]:
+                    per = {k: 1000 * v / served[path] for k, v in used.items()}
+                    run.note(f"throughput, {path}: CPU ms per call: server process {per['server']:.2f}, its backends "
+                             f"{per['children']:.2f}, driver (this process) {per['driver']:.2f}, others "
+                             f"{per['others']:.2f}")
+
+        # What a 2026-07-28 (auto) client gets from each peer: a few calls, outside the figures above.
+        for peer in versions:
+            try:
+                with anyio.fail_after(CALL_BOUND):
+                    async with closing_quietly(run, f"{peer} auto", url[peer], "auto") as client:
+                        negotiated = client.protocol_version
+                        answers = [await call(client, "echo", {"text": "hi"}) for _ in range(3)]
+                run.note(f"{peer} with an auto client: negotiated {negotiated}; 3 echo calls: "
+                         + ", ".join(f"{a.kind} {ms(a.seconds):.1f} ms" for a in answers))
+            except Exception as exc:
+                run.note(f"{peer} with an auto client: {type(exc).__name__}: {str(exc)[:200]}")
+
+
 async def group_memory(run: Run) -> None:
     s = run.settings
     twenty = [f"bench{i}" for i in range(20)]
@@ -1033,7 +1247,8 @@ async def group_memory(run: Run) -> None:
 
 GROUP_FUNCS: dict[str, Callable[[Run], Awaitable[None]]] = {
     "pipeline": group_pipeline, "stdio": group_stdio, "http": group_http, "fanout": group_fanout,
-    "isolation": group_isolation, "startup": group_startup, "memory": group_memory, "observe": group_observe}
+    "isolation": group_isolation, "startup": group_startup, "memory": group_memory, "observe": group_observe,
+    "peers": group_peers}
 
 
 # -- report --------------------------------------------------------------------------------------
