@@ -73,9 +73,9 @@ class Offer(Middleware):
 
     def _offers(self, view: View, tool: Tool) -> bool:
         if isinstance(tool, BackendTool):
-            return view.offers_tool(tool._server, tool.name)
+            return view.offers_tool(tool.server, tool.name)
         if isinstance(tool, PipelineTool):
-            return self.offers_pipeline(view, tool._pipeline.name)
+            return self.offers_pipeline(view, tool.pipeline.name)
         return True
 
     def offers_pipeline(self, view: View, name: str) -> bool:
@@ -101,7 +101,7 @@ class Offer(Middleware):
         tools = await call_next(context)
         ctx = context.fastmcp_context
         view = self.view(ctx)
-        offered = [t for t in tools if self._offers(view, t)]
+        offered = list(tools) if view.whole else [t for t in tools if self._offers(view, t)]
         if not self.searching(view, offered):
             return [t for t in offered if t.name != SEARCH_TOOL]
         loaded = self._loaded.get(self._connection(ctx), {})

@@ -112,6 +112,10 @@ class PipelineTool(Tool):
         tool._pipeline, tool._pool, tool._redact, tool._on_report = pipeline, pool, redact, on_report
         return tool
 
+    @property
+    def pipeline(self) -> Pipeline:
+        return self._pipeline
+
     async def run(self, arguments: dict[str, Any]) -> ToolResult:
         return await _run(self._pipeline, arguments, self._pool, self._redact, self._on_report)
 

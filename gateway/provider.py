@@ -73,6 +73,10 @@ class BackendTool(Tool):
         made._pool, made._server, made._source = pool, server, tool
         return made
 
+    @property
+    def server(self) -> str:
+        return self._server
+
     async def run(self, arguments: dict[str, Any]) -> ToolResult:
         return await run_backend_tool(self._pool, Invocation(
             Road.tool, self._server, "tools/call", {"name": self._source.name, "arguments": arguments}))
