@@ -4,8 +4,9 @@ search_tools finds the tool a task needs, and how fast it is.
     .venv/bin/python benchmarks/tool_search.py            # everything (about a minute)
     .venv/bin/python benchmarks/tool_search.py --only retrieval
 
-- listing: bytes of the tools/list answer (and tokens, estimated as bytes / 4: no tokenizer with its
-  vocabulary installs offline here) for the shipped config and for the catalog of every fixture
+- listing: bytes of the tools/list answer and its tokens (counted with LLaMA 2's tokenizer, the one
+  real tokenizer that installs offline here, and estimated as bytes / 4) for the shipped config and
+  for the catalog of every fixture
   server (benchmarks/catalog/servers, 400+ real tools), with tool_exposure all and search, through a
   real gateway over stdio.
 - retrieval: each query of benchmarks/catalog/queries.json against the whole catalog; a query is
@@ -107,7 +108,8 @@ def speed() -> dict[str, Any]:
             "search_ms_p95": round(timings[int(len(timings) * 0.95)] * 1000, 3)}
 
 
-async def listed_bytes(config: dict[str, Any]) -> int:
+async def listed(config: dict[str, Any]) -> str:
+    """The gateway's tools/list answer, as JSON text."""
     from fastmcp import Client
     from fastmcp.client.transports import StdioTransport
 
@@ -125,7 +127,17 @@ async def listed_bytes(config: dict[str, Any]) -> int:
                     break
                 await asyncio.sleep(0.05)
             result = await client.list_tools_mcp()
-            return len(result.model_dump_json(by_alias=True, exclude_none=True))
+            return result.model_dump_json(by_alias=True, exclude_none=True)
+
+
+def llama2_tokenizer() -> Any:
+    """A real BPE tokenizer that installs offline: LLaMA 2's (32,000 tokens), which WordLlama ships
+    in its wheel, read by Hugging Face's `tokenizers`. Other models' tokenizers count differently;
+    bytes / 4 is given beside it."""
+    import wordllama
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(Path(wordllama.__file__).parent / "tokenizers" / "l2_supercat_tokenizer_config.json"))
 
 
 def listing() -> dict[str, Any]:
@@ -137,12 +149,14 @@ def listing() -> dict[str, Any]:
     every = [path.stem for path in sorted((CATALOG / "servers").glob("*.json"))]
     big = {"mcpServers": {"catalog": {"command": sys.executable,
                                       "args": [str(ROOT / "tests" / "backends" / "catalog_server.py"), *every]}}}
+    tokenizer = llama2_tokenizer()
     rows = {}
     for name, config in (("shipped config", shipped), ("fixture catalog", big)):
         for mode in ("all", "search"):
             sized = {**config, "gateway": {**config.get("gateway", {}), "tool_exposure": mode}}
-            size = asyncio.run(listed_bytes(json.loads(json.dumps(sized))))
-            rows[f"{name}, {mode}"] = {"bytes": size, "tokens_estimated": size // 4}
+            text = asyncio.run(listed(json.loads(json.dumps(sized))))
+            rows[f"{name}, {mode}"] = {"bytes": len(text.encode()), "tokens_bytes_over_4": len(text.encode()) // 4,
+                                       "tokens_llama2": len(tokenizer.encode(text).ids)}
     return rows
 
 
