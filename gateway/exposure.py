@@ -29,7 +29,7 @@ from gateway.access import PROFILE_KEY
 from gateway.backends.pool import BackendPool
 from gateway.config import GatewaySettings
 from gateway.names import split_uri
-from gateway.pipeline_tools import PIPELINE_PREFIX, PipelineTool
+from gateway.pipeline_tools import PIPELINE_PREFIX, PipelineTool, route_description
 from gateway.pipelines.loader import PipelineRegistry
 from gateway.profiles import Profiles, View
 from gateway.provider import BackendTool
@@ -78,6 +78,13 @@ class Offer(Middleware):
             return self.offers_pipeline(view, tool.pipeline.name)
         return True
 
+    def _for_view(self, view: View, tool: Tool) -> Tool:
+        """route_pipeline lists only the profile's pipelines."""
+        if tool.name != "route_pipeline":
+            return tool
+        return tool.model_copy(update={"description": route_description(
+            self._registry, lambda name: self.offers_pipeline(view, name))})
+
     def offers_pipeline(self, view: View, name: str) -> bool:
         pipeline = self._registry.pipelines.get(name)
         if pipeline is None or view.whole:
@@ -101,7 +108,7 @@ class Offer(Middleware):
         tools = await call_next(context)
         ctx = context.fastmcp_context
         view = self.view(ctx)
-        offered = list(tools) if view.whole else [t for t in tools if self._offers(view, t)]
+        offered = list(tools) if view.whole else [self._for_view(view, t) for t in tools if self._offers(view, t)]
         if not self.searching(view, offered):
             return [t for t in offered if t.name != SEARCH_TOOL]
         loaded = self._loaded.get(self._connection(ctx), {})

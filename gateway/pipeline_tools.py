@@ -151,12 +151,18 @@ def _route_tool(registry: PipelineRegistry, pool: BackendPool, redact: Redactor,
                                 f"scenario='custom' with a pipeline definition")
         return await _run(chosen, values, pool, redact, on_report)
 
-    lines = [f"- {p.name}: {p.spec.description or '(no description)'} "
-             f"(inputs: {', '.join(p.spec.inputs) or 'none'})" for p in registry.pipelines.values()]
-    lines += [f"- (invalid, not loaded) {name}" for name in registry.errors]
-    description = ROUTE_DESCRIPTION.format(pipelines="\n".join(lines) or "- (none yet)")
-    return Tool.from_function(route_pipeline, description=description, output_schema=None,
+    return Tool.from_function(route_pipeline, description=route_description(registry), output_schema=None,
                               annotations={"title": "Run a pipeline"})
+
+
+def route_description(registry: PipelineRegistry, offered: Callable[[str], bool] | None = None) -> str:
+    """route_pipeline's description, listing the pipelines (those `offered`, for a profile)."""
+    lines = [f"- {p.name}: {p.spec.description or '(no description)'} "
+             f"(inputs: {', '.join(p.spec.inputs) or 'none'})" for p in registry.pipelines.values()
+             if offered is None or offered(p.name)]
+    if offered is None:
+        lines += [f"- (invalid, not loaded) {name}" for name in registry.errors]
+    return ROUTE_DESCRIPTION.format(pipelines="\n".join(lines) or "- (none yet)")
 
 
 class PipelineProvider(Provider):

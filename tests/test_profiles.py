@@ -46,7 +46,10 @@ async def test_a_profile_sees_only_its_servers_tools_and_pipelines_over_http(tmp
             assert {"t__slow", "u__echo", "pipeline__echoes_u"} <= {t.name for t in await whole.list_tools()}
         for mode in MODES:
             async with Client(f"{base}/p/narrow/mcp", auth=NARROW_TOKEN, mode=mode, timeout=60) as client:
-                assert {t.name for t in await client.list_tools()} == CONTROL | {"t__echo", "t__add", "pipeline__adds"}
+                listed = {t.name: t for t in await client.list_tools()}
+                assert set(listed) == CONTROL | {"t__echo", "t__add", "pipeline__adds"}
+                assert "adds" in listed["route_pipeline"].description
+                assert "echoes_u" not in listed["route_pipeline"].description
                 servers = (await client.call_tool("list_servers", {})).structured_content
                 assert [(s["name"], sorted(t["name"] for t in s["tools"])) for s in servers["servers"]] == \
                     [("t", ["add", "echo"])]
