@@ -43,8 +43,10 @@ from typing import Any
 os.environ.setdefault("FASTMCP_LOG_LEVEL", "CRITICAL")
 
 import anyio
+import httpx2
 import psutil
 from fastmcp import Client
+from fastmcp.client.transports import StreamableHttpTransport
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -113,6 +115,26 @@ def marked_processes(mark: str) -> list[psutil.Process]:
         except psutil.Error:
             continue
     return found
+
+
+# Below the 5 s after which the servers measured here (uvicorn, Node's http) close an idle keep-alive
+# connection. httpx2's default is also 5 s, so a client whose connections sat idle for about 5 s (the
+# paths take turns) could send on a connection the server was closing: one such ReadError leaves a
+# fastmcp 4.2 client failing every later call with ReadError (reproduced against bench_server.py's own
+# HTTP alone, every few runs), which would count as lost calls of whichever path it hit.
+CLIENT_KEEPALIVE = 2.0
+
+
+def pooled_http_client(headers: dict[str, str] | None = None, timeout: httpx2.Timeout | None = None,
+                       auth: httpx2.Auth | None = None, **_: Any) -> httpx2.AsyncClient:
+    """mcp's default HTTP client (create_mcp_http_client), with idle connections dropped after CLIENT_KEEPALIVE."""
+    return httpx2.AsyncClient(headers=headers, auth=auth, timeout=timeout or httpx2.Timeout(30.0, read=300.0),
+                              limits=httpx2.Limits(keepalive_expiry=CLIENT_KEEPALIVE))
+
+
+def http_client(url: str, **options: Any) -> Client:
+    """A fastmcp client over streamable HTTP whose idle connections go before the server drops them."""
+    return Client(StreamableHttpTransport(url, httpx_client_factory=pooled_http_client), **options)
 
 
 @dataclass
@@ -473,7 +495,7 @@ async def connected(url: str, count: int, mode: str) -> AsyncIterator[list[Clien
     async with contextlib.AsyncExitStack() as stack:
         clients = []
         for _ in range(count):
-            clients.append(await stack.enter_async_context(Client(url, timeout=CLIENT_TIMEOUT, mode=mode)))
+            clients.append(await stack.enter_async_context(http_client(url, timeout=CLIENT_TIMEOUT, mode=mode)))
         yield clients
 
 

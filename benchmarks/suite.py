@@ -60,11 +60,10 @@ import load_http  # noqa: E402
 import pipelines as pipeline_bench  # noqa: E402
 from latency_stdio import percentile  # noqa: E402
 from load_http import (  # noqa: E402
-    MARK_VAR, Answer, CpuMeter, Echoes, call, connected, free_port, git_state, marked_processes, port_open,
-    process_snapshot, serve, wait_gone)
+    MARK_VAR, Answer, CpuMeter, Echoes, call, connected, free_port, git_state, http_client, marked_processes,
+    pooled_http_client, port_open, process_snapshot, serve, wait_gone)
 
 import anyio  # noqa: E402
-import httpx2  # noqa: E402
 import psutil  # noqa: E402
 from fastmcp import Client  # noqa: E402
 from fastmcp.client.transports import StdioTransport, StreamableHttpTransport  # noqa: E402
@@ -587,13 +586,13 @@ async def group_http(run: Run) -> None:
         cpu: dict[str, Counter[str]] = {name: Counter() for name in pids}
         served: Counter[str] = Counter()
         async with contextlib.AsyncExitStack() as stack:
-            single = {name: await stack.enter_async_context(Client(url, timeout=CLIENT_TIMEOUT))
+            single = {name: await stack.enter_async_context(http_client(url, timeout=CLIENT_TIMEOUT))
                       for name, url in urls.items()}
             await wait_ready(single["gateway1"], 1)
             await wait_ready(single["gateway10"], 10)
             many = {name: await stack.enter_async_context(connected(url, s.clients, "auto"))
                     for name, url in urls.items()}
-            direct10 = [await stack.enter_async_context(Client(f"http://127.0.0.1:{port}/mcp", timeout=CLIENT_TIMEOUT))
+            direct10 = [await stack.enter_async_context(http_client(f"http://127.0.0.1:{port}/mcp", timeout=CLIENT_TIMEOUT))
                         for port in ten_ports]
 
             hi = {"text": "hi"}
@@ -695,7 +694,7 @@ async def payload_over_http(run: Run, name: str, url: str, make: Callable[[int],
             started = time.perf_counter()
             try:
                 with anyio.fail_after(CALL_BOUND):
-                    async with Client(url, mode=mode, timeout=CLIENT_TIMEOUT) as client:
+                    async with http_client(url, mode=mode, timeout=CLIENT_TIMEOUT) as client:
                         entry["protocol"] = client.protocol_version
                         started = time.perf_counter()
                         answer = await call(client, tool, args)
@@ -956,7 +955,7 @@ async def group_observe(run: Run) -> None:
                 for name, config in (("on", on), ("off", off))}
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(entered(*stdio.values()))
-            http = {name: await stack.enter_async_context(Client(f"http://127.0.0.1:{port}/mcp", timeout=CLIENT_TIMEOUT))
+            http = {name: await stack.enter_async_context(http_client(f"http://127.0.0.1:{port}/mcp", timeout=CLIENT_TIMEOUT))
                     for name, port in ports.items()}
             many = {name: await stack.enter_async_context(connected(f"http://127.0.0.1:{port}/mcp", s.clients, "auto"))
                     for name, port in ports.items()}
@@ -1028,21 +1027,6 @@ def peer_command(peer: str, port: int) -> list[str]:
                 "--log-level", "WARNING", "--", *backend]
     return [shutil.which("node") or "node", str(SUPERGATEWAY), "--stdio", shlex.join(backend),
             "--outputTransport", "streamableHttp", "--port", str(port), "--stateful", "--logLevel", "none"]
-
-
-# Below the 5 s after which the servers measured here (uvicorn, Node's http) close an idle keep-alive
-# connection. httpx2's default is also 5 s, so a client whose connections sat idle for about 5 s (the
-# paths take turns) could send on a connection the server was closing: one such ReadError leaves a
-# fastmcp 4.2 client failing every later call with ReadError (reproduced against bench_server.py's own
-# HTTP alone, every few runs), which would count as lost calls of whichever path it hit.
-CLIENT_KEEPALIVE = 2.0
-
-
-def pooled_http_client(headers: dict[str, str] | None = None, timeout: httpx2.Timeout | None = None,
-                       auth: httpx2.Auth | None = None, **_: Any) -> httpx2.AsyncClient:
-    """mcp's default HTTP client (create_mcp_http_client), with idle connections dropped after CLIENT_KEEPALIVE."""
-    return httpx2.AsyncClient(headers=headers, auth=auth, timeout=timeout or httpx2.Timeout(30.0, read=300.0),
-                              limits=httpx2.Limits(keepalive_expiry=CLIENT_KEEPALIVE))
 
 
 @contextlib.asynccontextmanager
