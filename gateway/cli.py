@@ -58,8 +58,8 @@ async def _serve(config: GatewayConfig, pipelines: Path, transport: Transport, h
     from gateway.console.sessions import ConsoleSessions
     from gateway.console.standalone import console_server, generated_admin_token
     from gateway.console.ui import ui_routes
-    from gateway.http import ProfilePaths, TokenAuth
-    from gateway.http import resource_metadata_routes
+    from gateway import _compat
+    from gateway.http import ProfilePaths, TokenAuth, resource_metadata_routes
     from gateway.oauth import verifier_for
     from gateway.server import running_gateway
     from gateway.stdio_front import serve_stdio
@@ -95,8 +95,6 @@ async def _serve(config: GatewayConfig, pipelines: Path, transport: Transport, h
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: None)
         kind = "sse" if transport is Transport.sse else "streamable-http"
-        from gateway import _compat
-
         _compat.answer_plain_requests_as_json()
         mcp_paths = [path or "/mcp"] if kind == "streamable-http" else [path or "/sse", "/messages/"]
         for route in resource_metadata_routes(oauth, mcp_paths[0]) if oauth else ():
