@@ -177,11 +177,12 @@ class RedisStore:
         async with self._lock:
             with anyio.fail_after(TIMEOUT):
                 fields = await self._read()
-            changes = {section: {k: (json.loads(v) if v is not None else None)
-                                 for k, v in _differences(self._known.get(section, {}), now).items()}
-                       for section, now in fields.items()}
+            changes: dict[str, dict[str, Any]] = {}
+            for section, now in fields.items():
+                for key, text in _differences(self._known.get(section, {}), now).items():
+                    if (value := _value(text)) is not _UNREADABLE:
+                        changes.setdefault(section, {})[key] = value
             self._known = fields
-        changes = {section: fields for section, fields in changes.items() if fields}
         if changes and self.on_remote_change is not None:
             await self.on_remote_change(changes)
 
@@ -206,8 +207,23 @@ def _reason(exc: BaseException) -> str:
     return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
 
 
+_UNREADABLE = object()
+
+
+def _value(text: str | None) -> Any:
+    """A field's JSON (None for a removed field); an unreadable one (written by hand, say) is left out."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        logger.error("a field of the shared store is not JSON and is ignored: %r", text[:100])
+        return _UNREADABLE
+
+
 def _decoded(fields: dict[str, dict[str, str]]) -> dict[str, Any]:
-    return {section: {k: json.loads(v) for k, v in values.items()} for section, values in fields.items()}
+    return {section: {k: value for k, v in values.items() if (value := _value(v)) is not _UNREADABLE}
+            for section, values in fields.items()}
 
 
 def _differences(before: dict[str, str], now: dict[str, str]) -> dict[str, str | None]:
