@@ -416,6 +416,19 @@ async def load(clients: list[Client], make: Callable[[int, str], tuple[str, dict
     return time.perf_counter() - started, echoes
 
 
+async def load_turn(run: Run, label: str, clients: list[Client],
+                    make: Callable[[int, str], tuple[str, dict[str, Any]]], pid: Any, s: Any, bound: float
+                    ) -> tuple[float, int, dict[str, float]]:
+    """One turn of load on one path, with the CPU it took (`pid` as CpuMeter takes it): wall seconds,
+    calls answered, CPU; lost or crossed calls are noted under `label`."""
+    meter = CpuMeter(pid)
+    with anyio.fail_after(bound):
+        wall, echoes = await load(clients, make, s.throughput_chunk, s.concurrency)
+    if echoes.lost or echoes.crossed:
+        run.note(f"{label}: {echoes.lost} lost, {echoes.crossed} crossed: {dict(echoes.errors.most_common(3))}")
+    return wall, echoes.ok, meter.stop(wall)
+
+
 def describe(snapshot: dict[str, Any]) -> str:
     return ", ".join(f"{key} {value}" for key, value in snapshot.items())
 
@@ -634,17 +647,12 @@ async def group_http(run: Run) -> None:
                 for chunk in range(max(1, s.throughput_calls // s.throughput_chunk)):
                     shift = (chunk + r) % len(order)
                     for name in order[shift:] + order[:shift]:
-                        meter = CpuMeter(pids[name])
-                        with anyio.fail_after(GROUP_BOUND["http"] / 3):
-                            wall, echoes = await load(many[name], makers[name], s.throughput_chunk, s.concurrency)
-                        used = meter.stop(wall)
+                        wall, ok, used = await load_turn(run, f"throughput round {r + 1}, {name}", many[name],
+                                                         makers[name], pids[name], s, GROUP_BOUND["http"] / 3)
                         cpu[name].update({k: used[k] for k in ("driver", "server", "children", "others", "machine")})
                         walls[name] += wall
-                        oks[name] += echoes.ok
-                        served[name] += echoes.ok
-                        if echoes.lost or echoes.crossed:
-                            run.note(f"throughput round {r + 1}, {name}: {echoes.lost} lost, {echoes.crossed} "
-                                     f"crossed: {dict(echoes.errors.most_common(3))}")
+                        oks[name] += ok
+                        served[name] += ok
                 rate = {name: oks[name] / walls[name] for name in order}
                 tp1.add(rate["gateway1"] / rate["direct"], rate["gateway1"], rate["direct"])
                 tp10.add(rate["gateway10"] / rate["direct"], rate["gateway10"], rate["direct"])
@@ -1137,17 +1145,13 @@ async def group_peers(run: Run) -> None:
                 for chunk in range(max(1, s.throughput_calls // s.throughput_chunk)):
                     shift = (chunk + r) % len(order)
                     for path in order[shift:] + order[:shift]:
-                        meter = CpuMeter(pids[paths[path][0]])
-                        with anyio.fail_after(GROUP_BOUND["peers"] / 3):
-                            wall, echoes = await load(many[path], makers[path], s.throughput_chunk, s.concurrency)
-                        used = meter.stop(wall)
+                        wall, ok, used = await load_turn(run, f"throughput round {r + 1}, turn {chunk + 1}, {path}",
+                                                         many[path], makers[path], pids[paths[path][0]], s,
+                                                         GROUP_BOUND["peers"] / 3)
                         cpu[path].update({k: used[k] for k in ("driver", "server", "children", "others")})
                         walls[path] += wall
-                        oks[path] += echoes.ok
-                        served[path] += echoes.ok
-                        if echoes.lost or echoes.crossed:
-                            run.note(f"throughput round {r + 1}, turn {chunk + 1}, {path}: {echoes.lost} lost, "
-                                     f"{echoes.crossed} crossed: {dict(echoes.errors.most_common(3))}")
+                        oks[path] += ok
+                        served[path] += ok
                 rate = {path: oks[path] / walls[path] for path in order}
                 for path, metric in tp.items():
                     if rate[base_of(path)]:

@@ -25,6 +25,12 @@ class Access:
     profile: str | None = None  # the one profile this credential reaches; None: the whole gateway
 
 
+def path_profile(scope: Any) -> str | None:
+    """The profile an HTTP request's path named (/p/<name>/...), as ProfilePaths left it; else None."""
+    profile: str | None = scope.get("state", {}).get(PROFILE_KEY)
+    return profile
+
+
 def token_id(token: str) -> str:
     """A short, stable name for a token, for the audit trail: not enough of it to guess it from."""
     return hashlib.sha256(token.encode()).hexdigest()[:8]

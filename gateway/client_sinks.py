@@ -20,7 +20,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict
 
 from gateway import _compat
-from gateway.access import ACCESS_KEY, PROFILE_KEY
+from gateway.access import ACCESS_KEY, path_profile
 from gateway.backends.invocation import Ask, Caller, Invocation, LogMessage, LogSink, ProgressSink
 
 SEVERITY = {level: rank for rank, level in enumerate(get_args(mcp_types.LoggingLevel))}
@@ -123,7 +123,7 @@ def caller_of(session: ServerSession, http_request: Any) -> Caller:
         state = http_request.scope.get("state", {})
         access = state.get(ACCESS_KEY)
         identity = access.identity if access is not None else "anonymous"
-        profile = state.get(PROFILE_KEY)
+        profile = path_profile(http_request.scope)
     params = session.client_params
     info = params.client_info if params is not None else None
     return Caller(identity, f"{info.name} {info.version}" if info is not None else None, profile)

@@ -25,7 +25,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import Field
 
 from gateway import _compat
-from gateway.access import PROFILE_KEY
+from gateway.access import path_profile
 from gateway.backends.pool import BackendPool
 from gateway.config import GatewaySettings
 from gateway.names import split_uri
@@ -69,7 +69,7 @@ class Offer(Middleware):
     def view(self, ctx: Context | None) -> View:
         request = ctx.request_context if ctx is not None else None
         http = request.request if request is not None else None
-        return self.profiles.view(http.scope.get("state", {}).get(PROFILE_KEY) if http is not None else None)
+        return self.profiles.view(path_profile(http.scope) if http is not None else None)
 
     def _offers(self, view: View, tool: Tool) -> bool:
         if isinstance(tool, BackendTool):

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.access import ACCESS_KEY, PROFILE_KEY, Access, Credentials, Role
+from gateway.access import ACCESS_KEY, PROFILE_KEY, Access, Credentials, Role, path_profile
 from gateway.console.sessions import COOKIE, CSRF_HEADER, SESSION_KEY, ConsoleSessions
 from gateway.oauth import NOT_A_JWT, WELL_KNOWN, OAuthVerifier, Refused, metadata_url
 
@@ -111,7 +111,7 @@ class TokenAuth:
             what = "a wrong token" if presented else "no token"
             return _refusal(401, "unauthorized", f"{what}: send 'Authorization: Bearer <token>' or "
                                                  f"'X-API-Key: <token>'", self._challenge(scope))
-        wanted = scope.get("state", {}).get(PROFILE_KEY)
+        wanted = path_profile(scope)
         if access.profile is not None and access.profile != wanted:
             return _refusal(403, "forbidden", f"this token reaches only the profile '{access.profile}': use "
                                               f"/p/{access.profile}{path}")
@@ -148,7 +148,7 @@ class TokenAuth:
         headers = Headers(scope=scope)
         server = scope.get("server") or ("localhost", None)
         host = headers.get("host") or (f"{server[0]}:{server[1]}" if server[1] else server[0])
-        profile = scope.get("state", {}).get(PROFILE_KEY)
+        profile = path_profile(scope)
         mcp_path = self.mcp_paths[0] if self.mcp_paths else "/mcp"
         resource = self.oauth.resource(f"{scope.get('scheme', 'http')}://{host}", mcp_path, profile)
         params = [f'resource_metadata="{_auth_param(metadata_url(resource))}"']

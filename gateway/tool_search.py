@@ -24,6 +24,7 @@ from typing import Any
 
 import mcp_types
 
+from gateway.backends.backend import Backend
 from gateway.backends.pool import BackendPool
 
 _WORD_JOINS = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|[_\-./:]+")
@@ -174,12 +175,12 @@ class ToolIndex:
     def catalog(self) -> Catalog:
         if self._catalog is None:
             backends = {b.name: b for b in self._pool.backends()}
-            self._catalog = Catalog(list(self._entries()), {name: b.spec.description for name, b in backends.items()})
+            self._catalog = Catalog(list(self._entries(backends)),
+                                    {name: b.spec.description for name, b in backends.items()})
         return self._catalog
 
-    def _entries(self) -> Iterator[Found]:
+    def _entries(self, backends: dict[str, Backend]) -> Iterator[Found]:
         pool, rules = self._pool, self._pool.tool_rules
-        backends = {b.name: b for b in pool.backends()}
         for exported, (server, name) in pool.tool_index.items():
             backend = backends.get(server)
             if backend is None or rules.disabled_by(server, name) or name not in backend.catalog.tools:

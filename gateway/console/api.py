@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.access import ACCESS_KEY, PROFILE_KEY, Access
+from gateway.access import ACCESS_KEY, Access, path_profile
 from gateway.backends.invocation import Caller
 from gateway.console.service import Console, ConsoleError, NewServer, ToolChange, refused
 from gateway.metrics import CONTENT_TYPE
@@ -50,9 +50,8 @@ def caller_of(request: Request) -> Caller:
 
 def profile_of(request: Request) -> str | None:
     """The profile an operator's request is limited to: its credential's, or its path's (/p/<name>/...)."""
-    state = request.scope.get("state", {})
-    access: Access | None = state.get(ACCESS_KEY)
-    return access.profile if access is not None and access.profile else state.get(PROFILE_KEY)
+    access: Access | None = request.scope.get("state", {}).get(ACCESS_KEY)
+    return access.profile if access is not None and access.profile else path_profile(request.scope)
 
 
 def _int(request: Request, name: str, default: int, low: int, high: int) -> int:
