@@ -1,13 +1,16 @@
 """Where a sequential call's time goes: CPU per call of each process on the path.
 
     .venv/bin/python benchmarks/cpu_split.py [--front http|sse|stdio] [--mode auto|legacy] [--calls 1000] [--rounds 2]
+                                             [--inflight N] [--lean]
 
 http:  direct = this process (the client) -> the bench backend over its own streamable HTTP;
        gateway = this process -> the gateway's streamable-HTTP front -> the same backend over stdio.
 sse:   the same over the legacy SSE transport (/sse) of the backend and of the gateway;
 stdio: direct = this process -> the bench backend over stdio;
        gateway = this process -> the gateway over stdio -> the same backend over stdio.
-For each, p50 latency and the CPU milliseconds per call of the client, the gateway and the backend
+lean:  with --lean, also this process -> benchmarks/lean_relay.py -> the same backend over stdio: the
+       floor any relay process in front of a stdio backend pays.
+For each, p50 latency (or with --inflight N, calls/s with N calls in flight) and the CPU milliseconds per call of the client, the gateway and the backend
 (user + system time over the run divided by the calls), so that a gap between the two paths splits
 into the gateway's own work and the backend's. `--mode legacy` makes both clients speak the
 handshake era (2025-11-25) instead of 2026-07-28. Writes benchmarks/results/cpu_split_<front>.json.
@@ -25,6 +28,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -37,6 +41,7 @@ from fastmcp.client.transports import StdioTransport  # noqa: E402
 
 GATEWAY = str(Path(sys.executable).parent / "gateway")
 BENCH = str(HERE / "bench_server.py")
+LEAN = str(HERE / "lean_relay.py")
 
 
 def cpu_seconds(proc: psutil.Process) -> float:
@@ -44,69 +49,113 @@ def cpu_seconds(proc: psutil.Process) -> float:
     return times.user + times.system
 
 
-async def measure(client: Client, tool: str, calls: int, procs: list[psutil.Process]) -> dict[str, float]:
-    """p50 and CPU ms per call of this process and of `procs` (the server, then its backend)."""
+@dataclass
+class Path_:
+    """One way to reach the bench backend's `echo`: a client, the tool's name there, and the
+    processes on the way (the server the client talks to, then the backend behind it, if any)."""
+
+    name: str
+    client: Client
+    tool: str
+    procs: list[psutil.Process]
+
+
+async def measure(path: Path_, calls: int, inflight: int) -> dict[str, float]:
+    """p50 (sequential) or calls/s (`inflight` > 1) and CPU ms per call of this process and of the path's."""
     me = psutil.Process()
     for _ in range(50):
-        await client.call_tool(tool, {"text": "hi"})
-    before = [cpu_seconds(p) for p in (me, *procs)]
+        await path.client.call_tool(path.tool, {"text": "hi"})
+    before = [cpu_seconds(p) for p in (me, *path.procs)]
     samples = []
-    for _ in range(calls):
-        started = time.perf_counter()
-        await client.call_tool(tool, {"text": "hi"})
-        samples.append(time.perf_counter() - started)
-    after = [cpu_seconds(p) for p in (me, *procs)]
+    budget = calls
+
+    async def worker() -> None:
+        nonlocal budget
+        while budget > 0:
+            budget -= 1
+            started = time.perf_counter()
+            await path.client.call_tool(path.tool, {"text": "hi"})
+            samples.append(time.perf_counter() - started)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(inflight)))
+    wall = time.perf_counter() - began
+    after = [cpu_seconds(p) for p in (me, *path.procs)]
     per_call = [round((a - b) / calls * 1000, 3) for a, b in zip(after, before)]
-    return {"p50_ms": round(statistics.median(samples) * 1000, 3), "client_cpu_ms": per_call[0],
-            **dict(zip(("server_cpu_ms", "backend_cpu_ms"), per_call[1:]))}
+    return {"p50_ms": round(statistics.median(samples) * 1000, 3), "calls_per_s": round(calls / wall, 1),
+            "client_cpu_ms": per_call[0], **dict(zip(("server_cpu_ms", "backend_cpu_ms"), per_call[1:]))}
 
 
 @contextlib.asynccontextmanager
-async def http_clients(tmp: Path, config: Path, mode: str, front: str = "http"
-                       ) -> AsyncIterator[tuple[Client, list, Client, list]]:
+async def http_paths(tmp: Path, config: Path, mode: str, front: str, lean: bool) -> AsyncIterator[list[Path_]]:
     """Both over streamable HTTP, or (`front="sse"`) both over the legacy SSE transport."""
     mark = uuid.uuid4().hex
-    gw_port, be_port = load_http.free_port(), load_http.free_port()
+    gw_port, be_port, lean_port = load_http.free_port(), load_http.free_port(), load_http.free_port()
     path = "/sse" if front == "sse" else "/mcp"
-    with load_http.serve([sys.executable, BENCH, front, str(be_port)], be_port, mark, tmp / "be.log",
-                         "backend") as backend, \
-            load_http.serve([GATEWAY, "--transport", "sse" if front == "sse" else "streamable-http", "--port",
-                             str(gw_port), "--auto-register", str(config)], gw_port, mark, tmp / "gw.log",
-                            "gateway") as gateway:
+    async with contextlib.AsyncExitStack() as stack:
+        backend = stack.enter_context(load_http.serve([sys.executable, BENCH, front, str(be_port)], be_port, mark,
+                                                      tmp / "be.log", "backend"))
+        gateway = stack.enter_context(load_http.serve(
+            [GATEWAY, "--transport", "sse" if front == "sse" else "streamable-http", "--port", str(gw_port),
+             "--auto-register", str(config)], gw_port, mark, tmp / "gw.log", "gateway"))
         gw = psutil.Process(gateway.proc.pid)
-        async with Client(f"http://127.0.0.1:{be_port}{path}", timeout=30, mode=mode) as direct, \
-                Client(f"http://127.0.0.1:{gw_port}{path}", timeout=30, mode=mode) as through:
-            yield direct, [psutil.Process(backend.proc.pid)], through, [gw, gw.children()[0]]
+        paths = [Path_("direct", await stack.enter_async_context(client(be_port, path, mode)), "echo",
+                       [psutil.Process(backend.proc.pid)]),
+                 Path_("gateway", await stack.enter_async_context(client(gw_port, path, mode)), "bench__echo",
+                       [gw, gw.children()[0]])]
+        if lean:
+            relay = stack.enter_context(load_http.serve(
+                [sys.executable, LEAN, "http", str(lean_port), "--", sys.executable, BENCH], lean_port, mark,
+                tmp / "lean.log", "lean relay"))
+            proc = psutil.Process(relay.proc.pid)
+            paths.append(Path_("lean relay", await stack.enter_async_context(client(lean_port, path, mode)), "echo",
+                               [proc, proc.children()[0]]))
+        yield paths
+
+
+def client(port: int, path: str, mode: str) -> Client:
+    return load_http.http_client(f"http://127.0.0.1:{port}{path}", timeout=30, mode=mode)
 
 
 @contextlib.asynccontextmanager
-async def stdio_clients(config: Path, mode: str) -> AsyncIterator[tuple[Client, list, Client, list]]:
-    direct = Client(StdioTransport(sys.executable, [BENCH], keep_alive=False), timeout=30, mode=mode)
-    through = Client(StdioTransport(GATEWAY, ["--auto-register", str(config)], keep_alive=False), timeout=30,
-                     mode=mode)
-    async with direct, through:
-        children = psutil.Process().children()
-        gw = next(p for p in children if GATEWAY in p.cmdline())
-        backend = next(p for p in children if p.pid != gw.pid)
-        yield direct, [backend], through, [gw, gw.children()[0]]
+async def stdio_paths(config: Path, mode: str, lean: bool) -> AsyncIterator[list[Path_]]:
+    def stdio(command: str, args: list[str]) -> Client:
+        return Client(StdioTransport(command, args, keep_alive=False), timeout=30, mode=mode)
+
+    async with contextlib.AsyncExitStack() as stack:
+        paths = []
+        for name, command, args, tool in (
+                ("direct", sys.executable, [BENCH], "echo"),
+                ("gateway", GATEWAY, ["--auto-register", str(config)], "bench__echo"),
+                *([("lean relay", sys.executable, [LEAN, "stdio", "--", sys.executable, BENCH], "echo")] if lean
+                  else [])):
+            known = {p.pid for p in psutil.Process().children()}
+            await stack.enter_async_context(c := stdio(command, args))
+            server = next(p for p in psutil.Process().children() if p.pid not in known)
+            paths.append(Path_(name, c, tool, [server, *server.children()[:1]]))
+        yield paths
 
 
-async def main(front: str, mode: str, calls: int, rounds: int) -> list[dict]:
+async def main(front: str, mode: str, calls: int, rounds: int, inflight: int, lean: bool) -> list[dict]:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "config.json"
         config.write_text(json.dumps({"mcpServers": {"bench": {"command": sys.executable, "args": [BENCH]}}}))
-        clients = stdio_clients(config, mode) if front == "stdio" else http_clients(Path(tmp), config, mode, front)
-        async with clients as (direct, direct_procs, through, through_procs):
+        opened = stdio_paths(config, mode, lean) if front == "stdio" else http_paths(Path(tmp), config, mode, front,
+                                                                                      lean)
+        async with opened as paths:
             for r in range(rounds):
-                plain = await measure(direct, "echo", calls, direct_procs)
-                relayed = await measure(through, "bench__echo", calls, through_procs)
-                results.append({"round": r + 1, "direct": plain, "gateway": relayed,
-                                "p50_ratio": round(relayed["p50_ms"] / plain["p50_ms"], 3)})
-                print(f"round {r + 1}: direct p50 {plain['p50_ms']} ms (client {plain['client_cpu_ms']}, "
-                      f"backend over {front} {plain['server_cpu_ms']} ms CPU) | gateway p50 {relayed['p50_ms']} ms "
-                      f"(client {relayed['client_cpu_ms']}, gateway {relayed['server_cpu_ms']}, backend over "
-                      f"stdio {relayed['backend_cpu_ms']} ms CPU) | {results[-1]['p50_ratio']}×", flush=True)
+                row: dict = {"round": r + 1}
+                for path in paths:
+                    row[path.name] = got = await measure(path, calls, inflight)
+                    figure = (f"p50 {got['p50_ms']} ms" if inflight == 1 else f"{got['calls_per_s']} calls/s")
+                    cpu = ", ".join(f"{k.removesuffix('_cpu_ms')} {got[k]}" for k in
+                                    ("client_cpu_ms", "server_cpu_ms", "backend_cpu_ms") if k in got)
+                    ratio = (got["p50_ms"] / row["direct"]["p50_ms"] if inflight == 1
+                             else got["calls_per_s"] / row["direct"]["calls_per_s"])
+                    print(f"round {r + 1}: {path.name:<10} {figure} ({ratio:.3f}× of direct); CPU ms per call: {cpu}",
+                          flush=True)
+                results.append(row)
     return results
 
 
@@ -117,8 +166,12 @@ if __name__ == "__main__":
                         help="client protocol era: auto (2026-07-28) or legacy (2025-11-25)")
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--inflight", type=int, default=1, help="calls in flight (1: sequential, report p50)")
+    parser.add_argument("--lean", action="store_true", help="also measure benchmarks/lean_relay.py (not with sse)")
     args = parser.parse_args()
+    if args.lean and args.front == "sse":
+        parser.error("the lean relay has no SSE front")
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    data = asyncio.run(main(args.front, args.mode, args.calls, args.rounds))
+    data = asyncio.run(main(args.front, args.mode, args.calls, args.rounds, args.inflight, args.lean))
     (out / f"cpu_split_{args.front}.json").write_text(json.dumps(data, indent=2))
