@@ -11,27 +11,49 @@ step taken together with this module and its test (tests/test_compat.py).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
 import inspect
+import json
+from collections.abc import Awaitable, Callable
 from functools import cached_property
+from http import HTTPStatus
 from importlib import metadata
 from typing import Any
 
+import anyio
 import fastmcp.server.context as fastmcp_context
+import pydantic_core
 from fastmcp import FastMCP
 from mcp import ClientSession
+from mcp.server import _streamable_http_modern as modern
+from mcp.server import streamable_http, streamable_http_manager
 from mcp.server.connection import Connection
 from mcp.server.lowlevel import Server
+from mcp.server.runner import modern_error_data, serve_one
 from mcp.server.session import ServerSession
-from mcp.shared.inbound import MCP_NAME_HEADER, NAME_BEARING_METHODS, encode_header_value
-import anyio
-import pydantic_core
-from http import HTTPStatus
-from mcp.server import streamable_http, streamable_http_manager
-from mcp_types import (CLIENT_CAPABILITIES_META_KEY, DEFAULT_NEGOTIATED_VERSION, INTERNAL_ERROR, JSONRPCError,
-                       JSONRPCRequest, JSONRPCResponse, jsonrpc_message_adapter)
+from mcp.server.transport_security import TransportSecurityMiddleware
+from mcp.shared import inbound
+from mcp.shared.inbound import (
+    MCP_NAME_HEADER,
+    NAME_BEARING_METHODS,
+    encode_header_value,
+)
+from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
+from mcp.shared.message import ServerMessageMetadata
+from mcp.shared.transport_context import TransportContext
+from mcp_types import (
+    CLIENT_CAPABILITIES_META_KEY,
+    DEFAULT_NEGOTIATED_VERSION,
+    HEADER_MISMATCH,
+    INTERNAL_ERROR,
+    JSONRPCError,
+    JSONRPCRequest,
+    JSONRPCResponse,
+    jsonrpc_message_adapter,
+)
 from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
+from starlette.requests import Request
 
 from gateway.session_state import SessionState
 
@@ -70,6 +92,12 @@ _REQUIRED: tuple[tuple[str, Callable[[], bool]], ...] = (
         and all(_assigned_in_init(streamable_http.StreamableHTTPServerTransport, name) for name in (
             "_request_streams", "_sse_stream_writers", "_event_store"))
         and hasattr(streamable_http.StreamableHTTPServerTransport, "_read_stream_writer")),
+    ("mcp's modern HTTP entry (_streamable_http_modern: handle_modern_request, _SingleExchangeDispatchContext, "
+     "_write, _write_rejection, _INVALID_BODY, _mcp_param_rejection, _SSE_HEADERS, _SSE_PING_INTERVAL)",
+     lambda: all(hasattr(modern, name) for name in (
+         "handle_modern_request", "_SingleExchangeDispatchContext", "_write", "_write_rejection", "_INVALID_BODY",
+         "_mcp_param_rejection", "_SSE_HEADERS", "_SSE_PING_INTERVAL"))
+        and "handle_modern_request(" in inspect.getsource(streamable_http_manager.StreamableHTTPSessionManager)),
     ("mcp StreamableHTTPSessionManager makes its transports by module name", lambda: "StreamableHTTPServerTransport("
         in inspect.getsource(streamable_http_manager.StreamableHTTPSessionManager._admit_session)),
 )
@@ -259,7 +287,153 @@ def _plain_request(body: bytes) -> JSONRPCRequest | None:
     return message if isinstance(message, JSONRPCRequest) else None
 
 
-def answer_plain_requests_as_json() -> None:
-    """From now on, handshake-era HTTP sessions are served by `DeferredAnswers`: mcp's session
-    manager looks its transport class up by this module name at each new session."""
+# -- the 2026-07-28 HTTP front: one request, answered in the task that received it -----------------
+
+
+WATCH_AFTER = 0.05  # seconds a 2026-07-28 request runs before the gateway watches for its client leaving
+
+
+class _DeferredStream:
+    """A request's response stream that stays a plain JSON answer until the handler sends a
+    notification: the first one commits `text/event-stream`, as mcp's modern entry does."""
+
+    def __init__(self, send: Any) -> None:
+        self._send = send
+        self.committed = False
+        self.closed = False
+
+    async def send(self, chunk: bytes) -> None:
+        if self.closed:  # a notification after the answer has nowhere to go
+            raise anyio.ClosedResourceError
+        if not self.committed:
+            self.committed = True
+            await self._send({"type": "http.response.start", "status": 200, "headers": modern._SSE_HEADERS})
+        await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+
+async def answer_modern_request(app: Server[Any], security_settings: Any, json_response: bool, lifespan_state: Any,
+                                scope: Any, receive: Any, send: Any) -> None:
+    """mcp's `handle_modern_request` with the same checks in the same order, but running the
+    handler in the request's own task: mcp's runs it as a second task beside a disconnect watcher,
+    joined by a memory stream, and builds pydantic models of the answer only to dump them again.
+    Here, once the request has run `WATCH_AFTER`, one watcher task waits for the client to go
+    (cancelling the request, as mcp's does) and pings a silent event stream; notifications are
+    written as they come. What this does not
+    handle (anything but a POSTed request, and `subscriptions/listen`) goes to mcp's own."""
+    request = Request(scope, receive)
+    if request.method != "POST" or json_response:
+        await modern.handle_modern_request(app, security_settings, json_response, lifespan_state, scope, receive,
+                                           send)
+        return
+    error = await TransportSecurityMiddleware(security_settings).validate_request(request, is_post=True)
+    if error is not None:
+        await error(scope, receive, send)
+        return
+    has_json, has_sse = streamable_http.check_accept_headers(request)
+    body = await request.body()
+    decoded = _json_object(body)
+    if decoded is None or not (has_json and has_sse) or "id" not in decoded \
+            or decoded.get("method") == "subscriptions/listen":
+        await modern.handle_modern_request(app, security_settings, json_response, lifespan_state, scope,
+                                           _replaying(body, receive), send)
+        return
+    try:
+        req = JSONRPCRequest.model_validate(decoded)
+    except ValidationError:
+        await modern._write(modern._INVALID_BODY, scope, receive, send)
+        return
+    duplicated = inbound.find_duplicated_routing_header(request.headers.items())
+    if duplicated is not None:
+        rejection = inbound.InboundLadderRejection(code=HEADER_MISMATCH,
+                                                   message=f"{duplicated} header appears more than once")
+        await modern._write_rejection(rejection, req.id, scope, receive, send)
+        return
+    verdict = inbound.classify_inbound_request(decoded, headers=dict(request.headers))
+    if isinstance(verdict, inbound.InboundLadderRejection):
+        await modern._write_rejection(verdict, req.id, scope, receive, send)
+        return
+    rejection = await modern._mcp_param_rejection(app, request, req, verdict, lifespan_state)
+    if rejection is not None:
+        await modern._write_rejection(rejection, req.id, scope, receive, send)
+        return
+
+    stream = _DeferredStream(send)
+    dctx = modern._SingleExchangeDispatchContext(
+        transport=TransportContext(kind="streamable-http", can_send_request=False, headers=request.headers),
+        request_id=req.id, message_metadata=ServerMessageMetadata(request_context=request),
+        progress_token=progress_token_from_params(req.params), sink=stream)  # type: ignore[arg-type]
+    connection = Connection.from_envelope(verdict.protocol_version, verdict.client_info, verdict.client_capabilities)
+
+    async def watch(scope: anyio.CancelScope) -> None:
+        """Cancels the request when the client goes; pings once the stream has been silent a while."""
+        while True:
+            with anyio.move_on_after(modern._SSE_PING_INTERVAL):
+                while (await receive()).get("type") != "http.disconnect":
+                    pass
+                scope.cancel()
+                return
+            await stream.send(b": ping\r\n\r\n")
+
+    answer: dict[str, Any] | None = None
+    watched = False
+    async with anyio.create_task_group() as tg:
+        # Most requests are answered before the watcher would be any use, and starting it (which
+        # has uvicorn resume reading the connection) cost as much CPU as the rest of this entry.
+        def start_watching() -> None:
+            nonlocal watched
+            watched = True
+            tg.start_soon(watch, tg.cancel_scope)
+
+        watching = asyncio.get_running_loop().call_later(WATCH_AFTER, start_watching)
+        try:
+            answer = {"jsonrpc": "2.0", "id": req.id, "result": await serve_one(
+                app, dctx, req.method, req.params, connection=connection, lifespan_state=lifespan_state)}
+        except Exception as exc:
+            answer = {"jsonrpc": "2.0", "id": req.id,
+                      "error": modern_error_data(exc).model_dump(mode="json", exclude_none=True)}
+        finally:
+            stream.closed = True
+            watching.cancel()
+            if watched:
+                tg.cancel_scope.cancel()
+    if answer is None:  # the client went away
+        return
+    data = pydantic_core.to_json(answer)
+    if stream.committed:
+        await send({"type": "http.response.body", "body": b"event: message\r\ndata: " + data + b"\r\n\r\n",
+                    "more_body": False})
+        return
+    status = inbound.ERROR_CODE_HTTP_STATUS.get(answer["error"]["code"], 200) if "error" in answer else 200
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        decoded = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return decoded if isinstance(decoded, dict) else None
+
+
+def _replaying(body: bytes, receive: Any) -> Any:
+    """`receive` for an app that reads the request body again."""
+    given = False
+
+    async def again() -> dict[str, Any]:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return again
+
+
+def serve_http_leanly() -> None:
+    """From now on, handshake-era HTTP sessions are served by `DeferredAnswers` and 2026-07-28
+    requests by `answer_modern_request`: mcp's session manager looks both up by these module
+    names (its transport class at each new session, its modern entry at each request)."""
     streamable_http_manager.StreamableHTTPServerTransport = DeferredAnswers  # type: ignore[misc]
+    streamable_http_manager.handle_modern_request = answer_modern_request  # type: ignore[assignment]

@@ -95,7 +95,7 @@ async def _serve(config: GatewayConfig, pipelines: Path, transport: Transport, h
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: None)
         kind = "sse" if transport is Transport.sse else "streamable-http"
-        _compat.answer_plain_requests_as_json()
+        _compat.serve_http_leanly()
         mcp_paths = [path or "/mcp"] if kind == "streamable-http" else [path or "/sse", "/messages/"]
         for route in resource_metadata_routes(oauth, mcp_paths[0]) if oauth else ():
             gateway.mcp.custom_route(route.path, methods=["GET"])(route.endpoint)

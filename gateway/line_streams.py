@@ -163,7 +163,7 @@ class LineWriter:
         self._buffer = bytearray()
         self._flushing = False  # a flush is scheduled, or waiting for the pipe to take more
         self._waiting = False  # registered with the loop until the pipe takes more
-        self._drained = anyio.Event()
+        self._drained: anyio.Event | None = None  # made when a sender waits for the pipe to take more
         self._broken = False
         self._closed = False
 
@@ -179,6 +179,7 @@ class LineWriter:
         if len(self._buffer) > self.HIGH_WATER:
             with anyio.fail_after(SEND_PATIENCE):  # a transport bounds its own sends (see mcp's dispatcher)
                 while len(self._buffer) > self.HIGH_WATER and not (self._broken or self._closed):
+                    self._drained = self._drained or anyio.Event()
                     await self._drained.wait()
 
     def _flush(self) -> None:
@@ -200,8 +201,12 @@ class LineWriter:
             self._waiting = True
             return
         self._flushing = False
-        self._drained.set()
-        self._drained = anyio.Event()
+        self._wake_senders()
+
+    def _wake_senders(self) -> None:
+        if self._drained is not None:
+            self._drained.set()
+            self._drained = None
 
     async def aclose(self) -> None:
         if self._closed:
@@ -216,7 +221,7 @@ class LineWriter:
             except OSError:
                 pass
         self._buffer.clear()
-        self._drained.set()
+        self._wake_senders()
 
     async def __aenter__(self) -> LineWriter:
         return self

@@ -160,11 +160,12 @@ async def check_cancellation(client: Client, interactive: Interactive) -> None:
     """A call the client gives up on is cancelled at the backend (for a 2026-07-28 client of a
     handshake-era backend, the exchange that stands for it is given up), and the session goes on."""
     for server, era in SERVERS.items():
+        before = interactive.recorded(server).count("cancelled")
         started = time.monotonic()
         with pytest.raises(MCPError, match="timed out"):
             await client.call_tool(f"{server}__slow", {"seconds": 30}, timeout=0.5)
         assert time.monotonic() - started < 3
-        await wait_for(lambda: "cancelled" in interactive.recorded(server), timeout=5,
+        await wait_for(lambda: interactive.recorded(server).count("cancelled") > before, timeout=5,
                        message=f"{server} to see the cancellation")
         assert await call_text(client, f"{server}__era") == era  # and the session goes on
 
@@ -303,11 +304,15 @@ async def check_listen(url: str, mark: str) -> None:
 @pytest.mark.filterwarnings("ignore:resources/.*subscribe is removed")  # handshake-era requests, on purpose
 async def test_http_front_serves_each_client_its_own(interactive: Interactive, mark: str) -> None:
     """Over streamable HTTP, several clients of one gateway: each answers the backend requests of
-    its own calls, a client that cannot answer is refused at once, and each hears only of the
-    resources it subscribed to (by resources/subscribe, or on a 2026-07-28 listen stream)."""
+    its own calls, a client that cannot answer is refused at once, a call its client gives up on
+    is cancelled at the backend, and each hears only of the resources it subscribed to (by
+    resources/subscribe, or on a 2026-07-28 listen stream)."""
     async with http_gateway(interactive.config, mark) as (url, _proc):
         async with Client(url, mode="legacy", timeout=60) as client:
             await settled(client)
+        for mode in MODES:
+            async with Client(url, mode=mode, timeout=60) as client:
+                await check_cancellation(client, interactive)
         await check_routing(url)
         await check_refusals(url)
         await check_subscriptions(url)
