@@ -38,7 +38,7 @@ from mcp.shared.inbound import (
     NAME_BEARING_METHODS,
     encode_header_value,
 )
-from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
+from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher, progress_token_from_params
 from mcp.shared.message import ServerMessageMetadata
 from mcp.shared.transport_context import TransportContext
 from mcp_types import (
@@ -55,6 +55,8 @@ from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 
+from gateway import line_streams
+from gateway.line_streams import LineReader, LineWriter
 from gateway.session_state import SessionState
 
 FASTMCP_VERSION = "4.2.3"
@@ -84,6 +86,9 @@ _REQUIRED: tuple[tuple[str, Callable[[], bool]], ...] = (
     ("mcp Connection.exit_stack", lambda: _assigned_in_init(Connection, "exit_stack")),
     ("mcp ClientSession._stamp", lambda: _assigned_in_init(ClientSession, "_stamp")),
     ("mcp ClientSession._dispatcher", lambda: _assigned_in_init(ClientSession, "_dispatcher")),
+    ("mcp JSONRPCDispatcher._read_stream, _write_stream, _allocate_id", lambda: all(
+        _assigned_in_init(JSONRPCDispatcher, name) for name in ("_read_stream", "_write_stream"))
+        and callable(getattr(JSONRPCDispatcher, "_allocate_id", None))),
     ("mcp StreamableHTTPServerTransport's request handling", lambda: all(
         callable(getattr(streamable_http.StreamableHTTPServerTransport, name, None)) for name in (
             "_handle_post_request", "_check_content_type", "_validate_request_headers", "_create_session_message",
@@ -195,7 +200,12 @@ async def send_raw_request(session: ClientSession, method: str, params: dict[str
     name_key = NAME_BEARING_METHODS.get(method)
     if name_key is not None and isinstance(name := params.get(name_key), str):
         opts.setdefault("headers", {}).setdefault(MCP_NAME_HEADER, encode_header_value(name))
-    return await session._dispatcher.send_raw_request(method, data["params"], opts)  # type: ignore[arg-type]
+    dispatcher = session._dispatcher
+    reader, writer = dispatcher._read_stream, dispatcher._write_stream
+    if isinstance(reader, LineReader) and isinstance(writer, LineWriter):  # a stdio backend
+        return await line_streams.request(reader, writer, dispatcher._allocate_id(), method, data["params"], timeout,
+                                          progress)
+    return await dispatcher.send_raw_request(method, data["params"], opts)  # type: ignore[arg-type]
 
 
 # -- the handshake-era HTTP front: a request's answer as JSON when nothing else comes for it ------

@@ -11,11 +11,18 @@ written by the session itself, waiting on the event loop.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
 import mcp_types
+import pydantic_core
+from mcp import MCPError
 from mcp.shared.message import SessionMessage
+
+logger = logging.getLogger("gateway.backends")
 
 READ_CHUNK = 1 << 16  # a bigger read buffer costs an mmap per read; large messages just take more reads
 MAX_LINE = 64 << 20  # a longer message is dropped rather than buffered without end
@@ -43,6 +50,7 @@ class LineReader:
         self._registered = False
         self._waiter: asyncio.Future[None] | None = None
         self._pending: SessionMessage | None = None  # a message that ended a run of unreadable lines
+        self._expected: dict[int, Expected] = {}  # requests sent by `request`, by id
 
     async def receive(self) -> SessionMessage | Exception:
         if self._pending is not None:
@@ -57,6 +65,8 @@ class LineReader:
                 if self._skipping:
                     self._skipping = False
                     return ValueError(f"dropped a message of more than {MAX_LINE:,} bytes")
+                if self._expected and await self._answered(line):
+                    continue
                 if line.strip():
                     message = _parse(line)
                     return self._unreadable(message) if isinstance(message, Exception) else message
@@ -67,8 +77,56 @@ class LineReader:
                 self._scanned = 0
                 self._skipping = True
             if self._eof or self._closed:
+                self._connection_closed()
                 raise anyio.EndOfStream
             await self._more()
+
+    # -- requests answered here, without the session (see `request`) ---------------------------
+
+    def expect(self, request_id: int, on_progress: ProgressFn | None) -> Expected:
+        expected = self._expected[request_id] = Expected(asyncio.get_running_loop().create_future(), on_progress)
+        if self._eof or self._closed:
+            self._connection_closed()
+        return expected
+
+    def forget(self, request_id: int) -> None:
+        self._expected.pop(request_id, None)
+
+    async def _answered(self, line: bytes) -> bool:
+        """Whether `line` was the answer to, or progress of, a request sent by `request`."""
+        try:
+            message = pydantic_core.from_json(line)
+        except ValueError:
+            return False
+        if not isinstance(message, dict):
+            return False
+        request_id = message.get("id")
+        if type(request_id) is int and ("result" in message or "error" in message):
+            expected = self._expected.pop(request_id, None)
+            if expected is None:
+                return False
+            if not expected.answer.done():
+                expected.answer.set_result(message)
+            return True
+        params = message.get("params")
+        if message.get("method") == "notifications/progress" and isinstance(params, dict) \
+                and type(token := params.get("progressToken")) is int \
+                and (expected := self._expected.get(token)) is not None and expected.on_progress is not None:
+            progress, total, text = params.get("progress"), params.get("total"), params.get("message")
+            if isinstance(progress, int | float):
+                try:
+                    await expected.on_progress(progress, total, text)
+                except Exception:  # the caller's sink failing must not stop this backend's reading
+                    logger.exception("a progress callback raised")
+            return True
+        return False
+
+    def _connection_closed(self) -> None:
+        closed = MCPError(code=mcp_types.CONNECTION_CLOSED, message="Connection closed")
+        for expected in self._expected.values():
+            if not expected.answer.done():
+                expected.answer.set_exception(closed)
+        self._expected.clear()
 
     def _unreadable(self, first: Exception) -> UnreadableLines:
         """`first` and the unreadable lines after it that have arrived already, as one report: a
@@ -137,6 +195,7 @@ class LineReader:
 
     async def aclose(self) -> None:
         self._closed = True
+        self._connection_closed()
         self._unregister()
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)  # the reader then finds the stream closed
@@ -168,19 +227,28 @@ class LineWriter:
         self._closed = False
 
     async def send(self, item: SessionMessage) -> None:
-        if self._closed:
-            raise anyio.ClosedResourceError
-        if self._broken:
-            raise anyio.BrokenResourceError
-        self._buffer += (item.message.model_dump_json(by_alias=True, exclude_unset=True) + "\n").encode()
-        if not self._flushing:
-            self._flushing = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        await self.send_line((item.message.model_dump_json(by_alias=True, exclude_unset=True) + "\n").encode())
+
+    async def send_line(self, line: bytes) -> None:
+        """One message, already a line of JSON."""
+        self.send_now(line)
         if len(self._buffer) > self.HIGH_WATER:
             with anyio.fail_after(SEND_PATIENCE):  # a transport bounds its own sends (see mcp's dispatcher)
                 while len(self._buffer) > self.HIGH_WATER and not (self._broken or self._closed):
                     self._drained = self._drained or anyio.Event()
                     await self._drained.wait()
+
+    def send_now(self, line: bytes) -> None:
+        """One message, already a line of JSON, without waiting for a slow reader (for last words
+        such as a cancellation)."""
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if self._broken:
+            raise anyio.BrokenResourceError
+        self._buffer += line
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         if self._closed:
@@ -228,6 +296,60 @@ class LineWriter:
 
     async def __aexit__(self, *_exc: object) -> None:
         await self.aclose()
+
+
+ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
+
+
+class Expected:
+    """A request sent by `request`: its answer to come, and where its progress goes."""
+
+    __slots__ = ("answer", "on_progress")
+
+    def __init__(self, answer: asyncio.Future[dict[str, Any]], on_progress: ProgressFn | None) -> None:
+        self.answer, self.on_progress = answer, on_progress
+
+
+async def request(reader: LineReader, writer: LineWriter, request_id: int, method: str, params: dict[str, Any],
+                  timeout: float, on_progress: ProgressFn | None) -> dict[str, Any]:
+    """Sends a request and waits for its result, as mcp's session would (the same errors: the
+    peer's error, a timeout, the connection closing), without passing through it: the answer is
+    taken off the line as it is read, so the session never models, routes or validates it (the
+    gateway validates a result once, for its own client). `request_id` comes from the session's
+    own counter. A request given up (timed out or cancelled) is cancelled at the peer."""
+    if on_progress is not None:
+        params = {**params, "_meta": {**(params.get("_meta") or {}), "progressToken": request_id}}
+    expected = reader.expect(request_id, on_progress)
+    try:
+        with anyio.move_on_after(timeout) as waited:
+            await writer.send_line(pydantic_core.to_json({"jsonrpc": "2.0", "id": request_id, "method": method,
+                                                          "params": params}) + b"\n")
+            message = await expected.answer
+    except anyio.get_cancelled_exc_class():
+        _give_up(writer, request_id, "caller cancelled")
+        raise
+    finally:
+        reader.forget(request_id)
+    if waited.cancelled_caught:
+        _give_up(writer, request_id, f"timed out after {timeout}s")
+        raise MCPError(code=mcp_types.REQUEST_TIMEOUT, message=f"Request {method!r} timed out")
+    error = message.get("error")
+    if error is not None:
+        if not (isinstance(error, dict) and type(error.get("code")) is int and isinstance(error.get("message"), str)):
+            raise MCPError(code=mcp_types.INTERNAL_ERROR, message=f"malformed error answer: {str(error)[:200]}")
+        raise MCPError(code=error["code"], message=error["message"], data=error.get("data"))
+    result = message.get("result")
+    if not isinstance(result, dict):
+        raise MCPError(code=mcp_types.INTERNAL_ERROR, message=f"malformed result: {str(result)[:200]}")
+    return result
+
+
+def _give_up(writer: LineWriter, request_id: int, reason: str) -> None:
+    try:
+        writer.send_now(pydantic_core.to_json({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                                               "params": {"requestId": request_id, "reason": reason}}) + b"\n")
+    except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+        pass  # the connection is gone, and the request with it
 
 
 class UnreadableLines(ValueError):

@@ -1,5 +1,6 @@
 """The gateway's pipe streams (gateway/line_streams.py) against what a misbehaving peer writes."""
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -7,6 +8,7 @@ from collections.abc import Callable
 import anyio
 import mcp_types
 import pytest
+from mcp import MCPError
 
 from gateway import line_streams
 from gateway.line_streams import LineReader
@@ -68,3 +70,86 @@ async def test_a_message_split_across_many_writes_arrives_whole() -> None:
 
     [got] = await _read_all(write)
     assert got.message.id == 7 and len(got.message.result["content"][0]["text"]) == 300_000
+
+
+async def test_requests_are_answered_off_the_line_and_everything_else_reaches_the_session() -> None:
+    """`line_streams.request` against a peer on real pipes: its answer, its error, its progress, a
+    timeout (the peer is told to cancel), and the peer going away, while a message of the peer's
+    own still reaches whoever reads the stream (the session)."""
+    to_peer_r, to_peer_w = os.pipe()
+    from_peer_r, from_peer_w = os.pipe()
+    for fd in (to_peer_r, to_peer_w, from_peer_r, from_peer_w):
+        os.set_blocking(fd, False)
+    reader, writer = LineReader(from_peer_r), line_streams.LineWriter(to_peer_w)
+    peer_in = LineReader(to_peer_r)
+    session_got: list[object] = []
+    peer_got: list[dict] = []
+    progress: list[tuple] = []
+
+    def say(message: dict) -> None:
+        os.write(from_peer_w, json.dumps(message).encode() + b"\n")
+
+    async def peer() -> None:
+        async for item in peer_in:
+            message = item.message.model_dump(by_alias=True, exclude_unset=True)
+            peer_got.append(message)
+            what = (message.get("params") or {}).get("name")
+            if what == "echo":
+                say({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "x"}})
+                say({"jsonrpc": "2.0", "id": message["id"], "result": {"content": [], "echo": message["params"]}})
+            elif what == "fail":
+                say({"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32602, "message": "no such tool"}})
+            elif what == "progress":
+                token = message["params"]["_meta"]["progressToken"]
+                say({"jsonrpc": "2.0", "method": "notifications/progress",
+                     "params": {"progressToken": token, "progress": 1, "total": 2, "message": "half"}})
+                say({"jsonrpc": "2.0", "id": message["id"], "result": {"content": []}})
+
+    async def session() -> None:
+        async for item in reader:
+            session_got.append(item)
+
+    async def on_progress(done: float, total: float | None, text: str | None) -> None:
+        progress.append((done, total, text))
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(peer)
+            tg.start_soon(session)
+            with anyio.fail_after(10):
+                echoed = await line_streams.request(reader, writer, 1, "tools/call", {"name": "echo"}, 5, None)
+                assert echoed == {"content": [], "echo": {"name": "echo"}}
+                with pytest.raises(MCPError, match="no such tool") as failed:
+                    await line_streams.request(reader, writer, 2, "tools/call", {"name": "fail"}, 5, None)
+                assert failed.value.error.code == -32602
+                await line_streams.request(reader, writer, 3, "tools/call", {"name": "progress"}, 5, on_progress)
+                assert progress == [(1, 2, "half")]
+                with pytest.raises(MCPError, match="timed out") as late:
+                    await line_streams.request(reader, writer, 4, "tools/call", {"name": "silent"}, 0.2, None)
+                assert late.value.error.code == mcp_types.REQUEST_TIMEOUT
+                while not any(m.get("method") == "notifications/cancelled" for m in peer_got):
+                    await anyio.sleep(0.01)
+                cancelled = next(m for m in peer_got if m.get("method") == "notifications/cancelled")
+                assert cancelled["params"]["requestId"] == 4
+                # only the peer's own message went to the session; every answer was taken off the line
+                assert [getattr(item.message, "method", None) for item in session_got] == ["notifications/message"]
+
+                closed = anyio.Event()
+
+                async def unanswered() -> None:
+                    with pytest.raises(MCPError, match="Connection closed"):
+                        await line_streams.request(reader, writer, 5, "tools/call", {"name": "silent"}, 30, None)
+                    closed.set()
+
+                tg.start_soon(unanswered)
+                while not any(m.get("id") == 5 for m in peer_got):
+                    await anyio.sleep(0.01)
+                os.close(from_peer_w)  # the peer goes away with a request of ours unanswered
+                from_peer_w = -1
+                await closed.wait()
+            tg.cancel_scope.cancel()
+    finally:
+        await writer.aclose()
+        for fd in (to_peer_r, to_peer_w, from_peer_r, from_peer_w):
+            if fd >= 0:
+                os.close(fd)
