@@ -114,7 +114,10 @@ async def http_paths(tmp: Path, config: Path, mode: str, front: str, lean: bool)
 
 
 def client(port: int, path: str, mode: str) -> Client:
-    return load_http.http_client(f"http://127.0.0.1:{port}{path}", timeout=30, mode=mode)
+    url = f"http://127.0.0.1:{port}{path}"
+    if path == "/sse":  # fastmcp picks its SSE transport by the path
+        return Client(url, timeout=30, mode=mode)
+    return load_http.http_client(url, timeout=30, mode=mode)
 
 
 @contextlib.asynccontextmanager
