@@ -26,7 +26,7 @@ import pydantic_core
 from fastmcp import FastMCP
 from mcp import ClientSession
 from mcp.server import _streamable_http_modern as modern
-from mcp.server import streamable_http, streamable_http_manager
+from mcp.server import runner, streamable_http, streamable_http_manager
 from mcp.server.connection import Connection
 from mcp.server.lowlevel import Server
 from mcp.server.runner import modern_error_data, serve_one
@@ -103,6 +103,9 @@ _REQUIRED: tuple[tuple[str, Callable[[], bool]], ...] = (
          "handle_modern_request", "_SingleExchangeDispatchContext", "_write", "_write_rejection", "_INVALID_BODY",
          "_mcp_param_rejection", "_SSE_HEADERS", "_SSE_PING_INTERVAL"))
         and "handle_modern_request(" in inspect.getsource(streamable_http_manager.StreamableHTTPSessionManager)),
+    ("mcp's era-serving loops (runner._serve_legacy_stream, _serve_modern_stream, _has_modern_envelope, "
+     "_PRE_REQUEST_REPLAY_LIMIT)", lambda: all(hasattr(runner, name) for name in (
+        "_serve_legacy_stream", "_serve_modern_stream", "_has_modern_envelope", "_PRE_REQUEST_REPLAY_LIMIT"))),
     ("mcp StreamableHTTPSessionManager makes its transports by module name", lambda: "StreamableHTTPServerTransport("
         in inspect.getsource(streamable_http_manager.StreamableHTTPSessionManager._admit_session)),
 )
@@ -148,13 +151,29 @@ def lowlevel(mcp: FastMCP) -> Server[Any]:
     return mcp._mcp_server
 
 
-async def run_stdio(mcp: FastMCP, read_stream: Any, write_stream: Any) -> None:
-    """`FastMCP.run_stdio_async` on streams of our own (FastMCP has no hook for them)."""
+async def run_stdio(mcp: FastMCP, read_stream: LineReader, write_stream: Any) -> None:
+    """`FastMCP.run_stdio_async` on streams of our own (FastMCP has no hook for them). The client's
+    first request decides the protocol era, as in `Server.run`, but is peeked at on our reader
+    instead of being replayed through a stream and a task of mcp's that every later message would
+    then pass through."""
     token = fastmcp_context.set_transport("stdio")
     try:
         async with mcp._lifespan_manager():
             server = mcp._mcp_server
-            await server.run(read_stream, write_stream, server.create_initialization_options())
+            async with server.lifespan(server) as state:
+                try:
+                    opening = await read_stream.opening_request(runner._PRE_REQUEST_REPLAY_LIMIT)
+                    if opening is None:
+                        return
+                    if opening.method != "initialize" and runner._has_modern_envelope(opening.params):
+                        await runner._serve_modern_stream(server, read_stream, write_stream, lifespan_state=state,
+                                                          raise_exceptions=False)
+                    else:
+                        await runner._serve_legacy_stream(
+                            server, read_stream, write_stream, lifespan_state=state, session_id=None,
+                            init_options=server.create_initialization_options(), raise_exceptions=False)
+                finally:
+                    await write_stream.aclose()
     finally:
         fastmcp_context.reset_transport(token)
 

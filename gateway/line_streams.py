@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -49,13 +50,12 @@ class LineReader:
         self._closed = False
         self._registered = False
         self._waiter: asyncio.Future[None] | None = None
-        self._pending: SessionMessage | None = None  # a message that ended a run of unreadable lines
+        self._pending: deque[SessionMessage | Exception] = deque()  # read already, to be received again
         self._expected: dict[int, Expected] = {}  # requests sent by `request`, by id
 
     async def receive(self) -> SessionMessage | Exception:
-        if self._pending is not None:
-            message, self._pending = self._pending, None
-            return message
+        if self._pending:
+            return self._pending.popleft()
         while True:
             end = self._buffer.find(b"\n", self._scanned)
             if end >= 0:
@@ -128,6 +128,23 @@ class LineReader:
                 expected.answer.set_exception(closed)
         self._expected.clear()
 
+    async def opening_request(self, lead_limit: int) -> mcp_types.JSONRPCRequest | None:
+        """The first request, left to be received again with up to `lead_limit` messages before it
+        (the rest before it are dropped, as mcp's runner does); None when the stream ends first."""
+        lead: deque[SessionMessage | Exception] = deque()
+        try:
+            while True:
+                message = await self.receive()
+                if isinstance(message, SessionMessage) and isinstance(message.message, mcp_types.JSONRPCRequest):
+                    lead.append(message)
+                    return message.message
+                if len(lead) < lead_limit:
+                    lead.append(message)
+        except anyio.EndOfStream:
+            return None
+        finally:
+            self._pending.extendleft(reversed(lead))
+
     def _unreadable(self, first: Exception) -> UnreadableLines:
         """`first` and the unreadable lines after it that have arrived already, as one report: a
         peer writing junk costs the session (which spawns a task per report) one report per read,
@@ -141,7 +158,7 @@ class LineReader:
                 continue
             message = _parse(line)
             if not isinstance(message, Exception):
-                self._pending = message
+                self._pending.append(message)
                 break
             count += 1
         del buffer[:begin]

@@ -153,3 +153,37 @@ async def test_requests_are_answered_off_the_line_and_everything_else_reaches_th
         for fd in (to_peer_r, to_peer_w, from_peer_r, from_peer_w):
             if fd >= 0:
                 os.close(fd)
+
+
+async def test_the_opening_request_is_read_ahead_and_received_again_in_order() -> None:
+    """The stdio front peeks at a client's first request to choose its protocol era; the session
+    then receives everything from the start, except what came before the request beyond the
+    limit (as mcp's own runner drops it)."""
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    notes = [{"jsonrpc": "2.0", "method": f"notifications/n{i}"} for i in range(3)]
+    opening = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}
+    later = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+    os.write(write_fd, b"".join(json.dumps(m).encode() + b"\n" for m in (*notes, opening, later)))
+    os.close(write_fd)
+    reader = LineReader(read_fd)
+    try:
+        with anyio.fail_after(5):
+            first = await reader.opening_request(lead_limit=2)
+            assert first is not None and first.method == "initialize"
+            got = [await reader.receive() for _ in range(4)]
+            with pytest.raises(anyio.EndOfStream):
+                await reader.receive()
+        assert [getattr(item.message, "method") for item in got] == [
+            "notifications/n0", "notifications/n1", "initialize", "ping"]
+        empty_r, empty_w = os.pipe()
+        os.set_blocking(empty_r, False)
+        os.close(empty_w)
+        nothing = LineReader(empty_r)
+        with anyio.fail_after(5):
+            assert await nothing.opening_request(lead_limit=2) is None
+        await nothing.aclose()
+        os.close(empty_r)
+    finally:
+        await reader.aclose()
+        os.close(read_fd)
