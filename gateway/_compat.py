@@ -220,8 +220,8 @@ async def send_raw_request(session: ClientSession, method: str, params: dict[str
     if name_key is not None and isinstance(name := params.get(name_key), str):
         opts.setdefault("headers", {}).setdefault(MCP_NAME_HEADER, encode_header_value(name))
     dispatcher = session._dispatcher
-    reader, writer = dispatcher._read_stream, dispatcher._write_stream
-    if isinstance(reader, LineReader) and isinstance(writer, LineWriter):  # a stdio backend
+    if isinstance(dispatcher, JSONRPCDispatcher) and isinstance(reader := dispatcher._read_stream, LineReader) \
+            and isinstance(writer := dispatcher._write_stream, LineWriter):  # a stdio backend
         return await line_streams.request(reader, writer, dispatcher._allocate_id(), method, data["params"], timeout,
                                           progress)
     return await dispatcher.send_raw_request(method, data["params"], opts)  # type: ignore[arg-type]
@@ -373,9 +373,8 @@ async def answer_modern_request(app: Server[Any], security_settings: Any, json_r
         return
     duplicated = inbound.find_duplicated_routing_header(request.headers.items())
     if duplicated is not None:
-        rejection = inbound.InboundLadderRejection(code=HEADER_MISMATCH,
-                                                   message=f"{duplicated} header appears more than once")
-        await modern._write_rejection(rejection, req.id, scope, receive, send)
+        await modern._write_rejection(inbound.InboundLadderRejection(
+            code=HEADER_MISMATCH, message=f"{duplicated} header appears more than once"), req.id, scope, receive, send)
         return
     verdict = inbound.classify_inbound_request(decoded, headers=dict(request.headers))
     if isinstance(verdict, inbound.InboundLadderRejection):

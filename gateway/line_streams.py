@@ -15,12 +15,14 @@ import logging
 import os
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import mcp_types
 import pydantic_core
 from mcp import MCPError
+from mcp.shared.dispatcher import coerce_request_id
 from mcp.shared.message import SessionMessage
 
 logger = logging.getLogger("gateway.backends")
@@ -100,7 +102,7 @@ class LineReader:
             return False
         if not isinstance(message, dict):
             return False
-        request_id = message.get("id")
+        request_id = _as_id(message.get("id"))
         if type(request_id) is int and ("result" in message or "error" in message):
             expected = self._expected.pop(request_id, None)
             if expected is None:
@@ -110,7 +112,7 @@ class LineReader:
             return True
         params = message.get("params")
         if message.get("method") == "notifications/progress" and isinstance(params, dict) \
-                and type(token := params.get("progressToken")) is int \
+                and type(token := _as_id(params.get("progressToken"))) is int \
                 and (expected := self._expected.get(token)) is not None and expected.on_progress is not None:
             progress, total, text = params.get("progress"), params.get("total"), params.get("message")
             if isinstance(progress, int | float):
@@ -318,13 +320,12 @@ class LineWriter:
 ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
 
 
+@dataclass(slots=True)
 class Expected:
     """A request sent by `request`: its answer to come, and where its progress goes."""
 
-    __slots__ = ("answer", "on_progress")
-
-    def __init__(self, answer: asyncio.Future[dict[str, Any]], on_progress: ProgressFn | None) -> None:
-        self.answer, self.on_progress = answer, on_progress
+    answer: asyncio.Future[dict[str, Any]]
+    on_progress: ProgressFn | None
 
 
 async def request(reader: LineReader, writer: LineWriter, request_id: int, method: str, params: dict[str, Any],
@@ -359,6 +360,11 @@ async def request(reader: LineReader, writer: LineWriter, request_id: int, metho
     if not isinstance(result, dict):
         raise MCPError(code=mcp_types.INTERNAL_ERROR, message=f"malformed result: {str(result)[:200]}")
     return result
+
+
+def _as_id(value: Any) -> Any:
+    """A peer may echo the id 7 as "7"; mcp's session takes both as the same id, and so do we."""
+    return coerce_request_id(value) if isinstance(value, str) else value
 
 
 def _give_up(writer: LineWriter, request_id: int, reason: str) -> None:

@@ -94,9 +94,9 @@ async def test_requests_are_answered_off_the_line_and_everything_else_reaches_th
             message = item.message.model_dump(by_alias=True, exclude_unset=True)
             peer_got.append(message)
             what = (message.get("params") or {}).get("name")
-            if what == "echo":
+            if what == "echo":  # echoing the id as a string, as some peers do
                 say({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "x"}})
-                say({"jsonrpc": "2.0", "id": message["id"], "result": {"content": [], "echo": message["params"]}})
+                say({"jsonrpc": "2.0", "id": str(message["id"]), "result": {"content": [], "echo": message["params"]}})
             elif what == "fail":
                 say({"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32602, "message": "no such tool"}})
             elif what == "progress":
