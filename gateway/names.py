@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable
 
 MAX_NAME = 64
 MAX_SERVER_NAME = 40
-VALID_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-_SERVER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+VALID_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}\Z")  # \Z: "$" would let a trailing newline in
+_SERVER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*\Z")
 _INVALID_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
 
 

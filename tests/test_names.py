@@ -36,3 +36,5 @@ def test_server_names() -> None:
     assert check_server_name("../etc", "__")
     assert check_server_name("a" * 41, "__")
     assert check_server_name("a__b", "__")
+    assert check_server_name("db\n", "__")  # a trailing newline is no name character either
+    assert not VALID_NAME.match("tool\n")
