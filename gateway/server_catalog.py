@@ -162,7 +162,7 @@ class ServerTemplate(BaseModel):
         if self.url and _PLACEHOLDER.search(self.url) and not (url_param and self.params[url_param.group(1)].type == "url"):
             raise ValueError("'url' is either fixed or exactly one '{param}' of a parameter of type url")
         for name, pattern in self.client_env.items():
-            if not _ENV_NAME.match(name):
+            if not _ENV_NAME.fullmatch(name):
                 raise ValueError(f"client_env name {name!r} is not an environment variable name")
             _compiles(pattern)
         if self.command:
@@ -176,7 +176,7 @@ class ServerTemplate(BaseModel):
         for arg in self.args:
             if _PLACEHOLDER.search(arg):
                 break
-            if _PINNED[runner].match(arg):
+            if _PINNED[runner].fullmatch(arg):
                 return
         raise ValueError(f"'{runner}' fetches and runs a package: pin it in the arguments as "
                          f"{'package==1.2.3' if runner in ('uvx', 'pipx') else 'image:1.2.3' if runner in ('docker', 'podman') else 'package@1.2.3'}"

@@ -106,7 +106,7 @@ def _check_host(host: str) -> str:
     if all(_NUMERIC_PART.fullmatch(part) for part in host.rstrip(".").split(".")):
         raise UrlProblem(f"host {host!r} looks like an address in a non-standard form; write it as "
                          f"a plain IPv4 address (such as 127.0.0.1) or a name")
-    if not _HOSTNAME.match(host):
+    if not _HOSTNAME.fullmatch(host):
         raise UrlProblem(f"host {host!r} is not a valid host name")
     return host.rstrip(".")
 

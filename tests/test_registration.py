@@ -127,6 +127,7 @@ async def test_a_client_cannot_run_code_through_an_interpreter(tmp_path: Path, m
      "pin it"),
     ({"command": "uvx", "args": ["mcp-server-git"]}, "package==1.2.3"),
     ({"command": "docker", "args": ["run", "-i", "mcp/git:latest"]}, "image:1.2.3"),
+    ({"command": "npx", "args": ["-y", "@modelcontextprotocol/server-memory@2025.8.4\n"]}, "pin it"),
     ({"command": "x", "args": ["{a}"]}, "name no parameter"),
     ({"command": "x", "params": {"a": {"type": "string", "pattern": "."}}}, "used by no placeholder"),
     ({"command": "x", "args": ["{a}"], "params": {"a": {"type": "string"}}}, "needs 'pattern'"),
