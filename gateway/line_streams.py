@@ -52,7 +52,7 @@ class LineReader:
         self._closed = False
         self._registered = False
         self._waiter: asyncio.Future[None] | None = None
-        self._pending: deque[SessionMessage | Exception] = deque()  # read already, to be received again
+        self._pending: deque[SessionMessage | Exception] = deque()  # read ahead, to be received again
         self._expected: dict[int, Expected] = {}  # requests sent by `request`, by id
 
     async def receive(self) -> SessionMessage | Exception:
@@ -150,19 +150,19 @@ class LineReader:
     def _unreadable(self, first: Exception) -> UnreadableLines:
         """`first` and the unreadable lines after it that have arrived already, as one report: a
         peer writing junk costs the session (which spawns a task per report) one report per read,
-        not one per line. A message that ends the run is kept for the next `receive`."""
+        not one per line. A message that ends the run is left for the next `receive`, which may
+        find it is the answer to a request of `request`'s."""
         count, begin, buffer = 1, 0, self._buffer
         while (end := buffer.find(b"\n", begin)) >= 0:
             line = bytes(buffer[begin:end])
-            begin = end + 1
             if line[:1] != b"{" and (line := line.strip())[:1] != b"{":
                 count += bool(line)  # a blank line is no junk
+                begin = end + 1
                 continue
-            message = _parse(line)
-            if not isinstance(message, Exception):
-                self._pending.append(message)
+            if not isinstance(_parse(line), Exception):
                 break
             count += 1
+            begin = end + 1
         del buffer[:begin]
         self._scanned = 0
         return UnreadableLines(count, first)

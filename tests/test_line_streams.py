@@ -97,6 +97,9 @@ async def test_requests_are_answered_off_the_line_and_everything_else_reaches_th
             if what == "echo":  # echoing the id as a string, as some peers do
                 say({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "x"}})
                 say({"jsonrpc": "2.0", "id": str(message["id"]), "result": {"content": [], "echo": message["params"]}})
+            elif what == "junk":  # a line that is no JSON-RPC, then the answer, in one write
+                os.write(from_peer_w, b"not json-rpc\n" + json.dumps(
+                    {"jsonrpc": "2.0", "id": message["id"], "result": {"content": []}}).encode() + b"\n")
             elif what == "fail":
                 say({"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32602, "message": "no such tool"}})
             elif what == "progress":
@@ -119,6 +122,8 @@ async def test_requests_are_answered_off_the_line_and_everything_else_reaches_th
             with anyio.fail_after(10):
                 echoed = await line_streams.request(reader, writer, 1, "tools/call", {"name": "echo"}, 5, None)
                 assert echoed == {"content": [], "echo": {"name": "echo"}}
+                assert await line_streams.request(reader, writer, 6, "tools/call", {"name": "junk"}, 5, None) \
+                    == {"content": []}
                 with pytest.raises(MCPError, match="no such tool") as failed:
                     await line_streams.request(reader, writer, 2, "tools/call", {"name": "fail"}, 5, None)
                 assert failed.value.error.code == -32602
@@ -131,8 +136,11 @@ async def test_requests_are_answered_off_the_line_and_everything_else_reaches_th
                     await anyio.sleep(0.01)
                 cancelled = next(m for m in peer_got if m.get("method") == "notifications/cancelled")
                 assert cancelled["params"]["requestId"] == 4
-                # only the peer's own message went to the session; every answer was taken off the line
-                assert [getattr(item.message, "method", None) for item in session_got] == ["notifications/message"]
+                # only the peer's own messages went to the session; every answer was taken off the line
+                assert [getattr(item.message, "method", None) for item in session_got
+                        if not isinstance(item, Exception)] == ["notifications/message"]
+                assert [type(item) for item in session_got if isinstance(item, Exception)] == [
+                    line_streams.UnreadableLines]
 
                 closed = anyio.Event()
 
