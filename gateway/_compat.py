@@ -206,7 +206,8 @@ async def send_raw_request(session: ClientSession, method: str, params: dict[str
     `ClientSession.call_tool` builds a request model, dumps it, validates the raw result twice and
     parses it into a model, which the gateway's front would dump and validate again for its own
     client. The gateway relays result dicts instead, validated once for the caller's protocol
-    version (see gateway/fastpath.py).
+    version (see gateway/fastpath.py). To a stdio backend the request does not even pass through
+    the session (see `line_streams.request`).
     """
     data: dict[str, Any] = {"method": method, "params": params}
     opts: dict[str, Any] = {"timeout": timeout}
@@ -216,14 +217,14 @@ async def send_raw_request(session: ClientSession, method: str, params: dict[str
     meta = data["params"].get("_meta")
     if client_capabilities is not None and isinstance(meta, dict) and CLIENT_CAPABILITIES_META_KEY in meta:
         meta[CLIENT_CAPABILITIES_META_KEY] = client_capabilities  # 2026-07-28: stated per request
+    dispatcher = session._dispatcher
+    if isinstance(dispatcher, JSONRPCDispatcher) and isinstance(reader := dispatcher._read_stream, LineReader) \
+            and isinstance(writer := dispatcher._write_stream, LineWriter):  # a stdio backend: no headers
+        return await line_streams.request(reader, writer, dispatcher._allocate_id(), method, data["params"], timeout,
+                                          progress)
     name_key = NAME_BEARING_METHODS.get(method)
     if name_key is not None and isinstance(name := params.get(name_key), str):
         opts.setdefault("headers", {}).setdefault(MCP_NAME_HEADER, encode_header_value(name))
-    dispatcher = session._dispatcher
-    if isinstance(dispatcher, JSONRPCDispatcher) and isinstance(reader := dispatcher._read_stream, LineReader) \
-            and isinstance(writer := dispatcher._write_stream, LineWriter):  # a stdio backend
-        return await line_streams.request(reader, writer, dispatcher._allocate_id(), method, data["params"], timeout,
-                                          progress)
     return await dispatcher.send_raw_request(method, data["params"], opts)  # type: ignore[arg-type]
 
 
