@@ -16,19 +16,17 @@ import argparse
 import importlib.util
 import json
 import statistics
-import sys
 import timeit
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import mcp_types
+
+from gateway.backends.catalog import Catalog, ToolEntry
+from gateway.backends.errors import InvalidParams
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-
-import mcp_types  # noqa: E402
-
-from gateway.backends.catalog import Catalog, ToolEntry  # noqa: E402
-from gateway.backends.errors import InvalidParams  # noqa: E402
 
 
 def sample(schema: Any, depth: int = 0) -> Any:
@@ -82,7 +80,7 @@ def main() -> None:
         others["fastjsonschema"] = fast
     ours: list[float] = []
     theirs: dict[str, list[float]] = {name: [] for name in others}
-    disagree: dict[str, int] = dict.fromkeys(others, 0)
+    refused: dict[str, int] = dict.fromkeys(others, 0)
     skipped = 0
     for path in sorted((HERE / "catalog" / "servers").glob("*.json")):
         listing = json.loads(path.read_text())
@@ -97,13 +95,13 @@ def main() -> None:
             ours.append(per_call(lambda: catalog.check_arguments(tool["name"], arguments), calls))
             for name, build in others.items():
                 is_valid = build(tool["inputSchema"])
-                disagree[name] += not is_valid(arguments)
+                refused[name] += not is_valid(arguments)
                 theirs[name].append(per_call(lambda: is_valid(arguments), calls))
     print(f"{len(ours)} tools of benchmarks/catalog with a valid argument object ({skipped} skipped: no valid "
           f"object made), {calls} checks per tool")
     print(summary("gateway (python-jsonschema)", ours))
     for name, times in theirs.items():
-        print(summary(name, times) + f"; refuses {disagree[name]} of the objects python-jsonschema accepts")
+        print(summary(name, times) + f"; refuses {refused[name]} of the objects python-jsonschema accepts")
 
 
 if __name__ == "__main__":
