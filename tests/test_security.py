@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import stat
 import subprocess
+import threading
 from pathlib import Path
 
 import anyio
@@ -14,8 +16,8 @@ import pytest
 from fastmcp import Client
 from mcp import MCPError
 
-from conftest import (GATEWAY, PYTHON, TESTING_SERVER, backend_spec, http_gateway, stdio_client, catalog_entry,
-                      text_of, write_config)
+from conftest import (BACKENDS, GATEWAY, PYTHON, TESTING_SERVER, backend_spec, http_gateway, stdio_client,
+                      catalog_entry, text_of, write_config)
 
 SECRET = "planted-s3cret-9f1c"
 
@@ -198,3 +200,62 @@ async def test_concurrent_register_and_remove_never_lose_or_duplicate(tmp_path: 
         names = {s["name"] for s in (await client.call_tool("list_servers", {})).structured_content["servers"]}
         assert names == expected
         assert set(json.loads(state.read_text())["servers"]) == expected
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """Answers any GET with a schema, and records that it was asked."""
+
+    asked: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
+        self.asked.append(self.path)
+        body = b'{"type": "string"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+async def test_tool_schemas_never_make_the_gateway_fetch_a_url(tmp_path: Path, mark: str) -> None:
+    """A backend's input schema may `$ref` another document by its URL. python-jsonschema fetches such
+    a document by default, from wherever the gateway runs and blocking its event loop; the gateway
+    resolves only references within the schema, checks what those cover, and leaves the rest to the
+    backend. `gateway validate` checks pipeline steps against such schemas too."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Recorder.asked = asked = []
+    try:
+        remote = f"http://127.0.0.1:{server.server_address[1]}/schema.json"
+        schema = {"type": "object", "required": ["count"], "$defs": {"Count": {"type": "integer"}},
+                  "properties": {"count": {"$ref": "#/$defs/Count"}, "label": {"$ref": remote}}}
+        tool = {"name": "lookup", "description": "Looks a count up", "inputSchema": schema}
+        spec = {"command": PYTHON, "args": [str(BACKENDS / "duplicate_tools_server.py")],
+                "env": {"GATEWAY_TEST_MARK": mark, "EXTRA_TOOLS": json.dumps([tool])}}
+        config = write_config(tmp_path / "config.json", {"refs": spec})
+        async with stdio_client(config, mark) as client:
+            ok = await client.call_tool("refs__lookup", {"count": 3, "label": "x"})
+            assert json.loads(text_of(ok)) == {"count": 3, "label": "x"}
+            bad = await client.call_tool("refs__lookup", {"count": "three"}, raise_on_error=False)
+            assert bad.is_error and "'three' is not of type 'integer'" in text_of(bad)
+            assert "'count'" in text_of(bad)
+
+        pipelines = tmp_path / "pipelines"
+        pipelines.mkdir()
+        (pipelines / "count.yaml").write_text(
+            "name: count\nsteps:\n  a: {server: refs, tool: lookup, args: {count: three, label: x}}\n")
+        checked = await anyio.run_process(
+            [GATEWAY, "validate", "--pipelines", str(pipelines), "--auto-register", str(config)], check=False,
+            env={**os.environ, "GATEWAY_TEST_MARK": mark})
+        out = checked.stdout.decode()
+        assert checked.returncode == 1, (out, checked.stderr.decode())
+        assert "step 'a', field 'args.count': 'three' is not of type 'integer'" in out, checked.stderr.decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert asked == [], f"the gateway fetched {asked}"

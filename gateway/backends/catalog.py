@@ -30,16 +30,21 @@ class ToolEntry:
     @cached_property
     def validator(self) -> Any | None:
         """A jsonschema validator, or None when the schema is unusable. Built on the tool's first
-        call: checking every listed schema, and importing jsonschema, would slow the start."""
+        call: checking every listed schema, and importing jsonschema, would slow the start.
+
+        It resolves only references within the schema (an empty registry): by default
+        python-jsonschema fetches a `$ref` to a URL, which would have the gateway reach any address
+        a backend names, blocking its event loop while it waits."""
         schema = self.tool.input_schema
         if not schema:
             return None
         import jsonschema
+        from referencing import Registry
 
         try:
             cls = jsonschema.validators.validator_for(schema)
             cls.check_schema(schema)
-            return cls(schema)
+            return cls(schema, registry=Registry())
         except jsonschema.SchemaError:
             return None
 
@@ -62,9 +67,17 @@ class Catalog:
 
     def check_arguments(self, name: str, args: dict[str, Any]) -> None:
         entry = self.tool(name)
-        if entry.validator is None or entry.validator.is_valid(args):
+        validator = entry.validator
+        if validator is None:
             return
-        error = next(iter(sorted(entry.validator.iter_errors(args), key=lambda e: e.path)), None)
+        from referencing.exceptions import Unresolvable
+
+        try:
+            if validator.is_valid(args):
+                return
+            error = next(iter(sorted(validator.iter_errors(args), key=lambda e: e.path)), None)
+        except Unresolvable:  # the schema refers to another document: the backend checks what needs it
+            return
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path)[:200]
             message = error.message if len(error.message) <= 500 else error.message[:500] + " ..."

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import jsonschema
+from jsonschema.exceptions import best_match
+from referencing.exceptions import Unresolvable
 
 from gateway.backends.backend import State
 from gateway.backends.errors import BackendError
@@ -25,14 +26,14 @@ def check_against_pool(pipeline: Pipeline, pool: BackendPool) -> list[str]:
                             f"started to check it: {backend.last_error}")
             continue
         try:
-            tool = backend.catalog.tool(spec.tool).tool
+            entry = backend.catalog.tool(spec.tool)
         except BackendError as exc:
             problems.append(f"{where} '{step.id}', field 'tool': {exc}")
             continue
         if reason := pool.tool_rules.disabled_by(spec.server, spec.tool):
             problems.append(f"{where} '{step.id}', field 'tool': tool '{spec.tool}' of server '{spec.server}' is "
                             f"disabled: {reason}")
-        schema = tool.input_schema or {}
+        schema = entry.tool.input_schema or {}
         properties = schema.get("properties") or {}
         for name in schema.get("required") or []:
             if name not in spec.args:
@@ -45,9 +46,11 @@ def check_against_pool(pipeline: Pipeline, pool: BackendPool) -> list[str]:
                                     f"argument '{name}' (it takes: {', '.join(properties) or 'none'})")
                 continue
             literal = not (isinstance(value, str) and ("{{" in value or "{%" in value))
-            if literal and isinstance(value, (str, int, float, bool, type(None))):
-                error = jsonschema.exceptions.best_match(
-                    jsonschema.Draft202012Validator(properties[name]).iter_errors(value))
+            if literal and isinstance(value, (str, int, float, bool, type(None))) and entry.validator is not None:
+                try:  # within the whole schema, where the property's references point
+                    error = best_match(entry.validator.evolve(schema=properties[name]).iter_errors(value))
+                except Unresolvable:  # another document: left to the backend, as for a call
+                    continue
                 if error is not None:
                     problems.append(f"{where} '{step.id}', field 'args.{name}': {error.message}")
     return problems

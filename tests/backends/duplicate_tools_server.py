@@ -1,12 +1,14 @@
 """A handshake-era MCP server over stdio, by hand, that lists odd things, as a buggy server might: the
 same tool name twice (the gateway must report it rather than silently pick one) and a resource URI
-that FastMCP refuses (the gateway must leave it out, not fall over); with MANY_TOOLS=N, N more tools."""
+that FastMCP refuses (the gateway must leave it out, not fall over); with MANY_TOOLS=N, N more tools;
+with EXTRA_TOOLS=<JSON list>, those tools as given (each answers with the arguments it got, as JSON)."""
 
 import json
 import os
 import sys
 
 TOOL = {"name": "echo", "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}}}
+EXTRA = json.loads(os.environ.get("EXTRA_TOOLS", "[]"))
 
 
 def answer(request: dict) -> dict | None:
@@ -18,13 +20,15 @@ def answer(request: dict) -> dict | None:
                   "serverInfo": {"name": "duplicates", "version": "1"}}
     elif method == "tools/list":
         many = [{**TOOL, "name": f"t{i}"} for i in range(int(os.environ.get("MANY_TOOLS", "0")))]
-        result = {"tools": [{**TOOL, "description": "first"}, {**TOOL, "description": "second"}, *many]}
+        result = {"tools": [{**TOOL, "description": "first"}, {**TOOL, "description": "second"}, *many, *EXTRA]}
     elif method == "resources/list":
         result = {"resources": [{"uri": "a b", "name": "spaced"}, {"uri": "test://fine", "name": "fine"}]}
     elif method == "resources/templates/list":
         result = {"resourceTemplates": []}
     elif method == "tools/call":
-        text = request["params"].get("arguments", {}).get("text", "")
+        arguments = request["params"].get("arguments", {})
+        extra = request["params"]["name"] in {tool["name"] for tool in EXTRA}
+        text = json.dumps(arguments) if extra else arguments.get("text", "")
         result = {"content": [{"type": "text", "text": text}]}
     elif method == "ping":
         result = {}
