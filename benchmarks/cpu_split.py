@@ -9,7 +9,8 @@ sse:   the same over the legacy SSE transport (/sse) of the backend and of the g
 stdio: direct = this process -> the bench backend over stdio;
        gateway = this process -> the gateway over stdio -> the same backend over stdio.
 lean:  with --lean, also this process -> benchmarks/lean_relay.py -> the same backend over stdio: the
-       floor any relay process in front of a stdio backend pays.
+       floor any relay process in front of a stdio backend pays (over HTTP, also the same relay as an
+       ASGI app under uvicorn: "lean asgi").
 For each, p50 latency (or with --inflight N, calls/s with N calls in flight) and the CPU milliseconds per call of the client, the gateway and the backend
 (user + system time over the run divided by the calls), so that a gap between the two paths splits
 into the gateway's own work and the backend's. `--mode legacy` makes both clients speak the
@@ -90,7 +91,7 @@ async def measure(path: Path_, calls: int, inflight: int) -> dict[str, float]:
 async def http_paths(tmp: Path, config: Path, mode: str, front: str, lean: bool) -> AsyncIterator[list[Path_]]:
     """Both over streamable HTTP, or (`front="sse"`) both over the legacy SSE transport."""
     mark = uuid.uuid4().hex
-    gw_port, be_port, lean_port = load_http.free_port(), load_http.free_port(), load_http.free_port()
+    gw_port, be_port = load_http.free_port(), load_http.free_port()
     path = "/sse" if front == "sse" else "/mcp"
     async with contextlib.AsyncExitStack() as stack:
         backend = stack.enter_context(load_http.serve([sys.executable, BENCH, front, str(be_port)], be_port, mark,
@@ -103,12 +104,13 @@ async def http_paths(tmp: Path, config: Path, mode: str, front: str, lean: bool)
                        [psutil.Process(backend.proc.pid)]),
                  Path_("gateway", await stack.enter_async_context(client(gw_port, path, mode)), "bench__echo",
                        [gw, gw.children()[0]])]
-        if lean:
+        for kind, name in (("http", "lean relay"), ("asgi", "lean asgi")) if lean else ():
+            port = load_http.free_port()
             relay = stack.enter_context(load_http.serve(
-                [sys.executable, LEAN, "http", str(lean_port), "--", sys.executable, BENCH], lean_port, mark,
-                tmp / "lean.log", "lean relay"))
+                [sys.executable, LEAN, kind, str(port), "--", sys.executable, BENCH], port, mark,
+                tmp / f"lean-{kind}.log", name))
             proc = psutil.Process(relay.proc.pid)
-            paths.append(Path_("lean relay", await stack.enter_async_context(client(lean_port, path, mode)), "echo",
+            paths.append(Path_(name, await stack.enter_async_context(client(port, path, mode)), "echo",
                                [proc, proc.children()[0]]))
         yield paths
 

@@ -3,13 +3,16 @@ backend costs, measured beside the gateway (`cpu_split.py --lean`).
 
     python benchmarks/lean_relay.py stdio -- COMMAND ARGS...      # stdio in front
     python benchmarks/lean_relay.py http PORT -- COMMAND ARGS...  # streamable HTTP in front, /mcp
+    python benchmarks/lean_relay.py asgi PORT -- COMMAND ARGS...  # the same as an ASGI app under uvicorn
 
 It starts one stdio backend and relays JSON-RPC to it and back with nothing else: no checks, no
 sessions, no policy, no progress or log routing, no timeouts. Over stdio it copies lines both ways
 unparsed. Over HTTP (asyncio with uvloop, httptools' parser, keep-alive) it parses each POST body
 to give the request an id of its own, writes the line, and answers with the backend's response as
-`application/json`; notifications get 202. Only what a benchmark client sends is handled: it is a
-measuring stick, not a server.
+`application/json`; notifications get 202. `asgi` does the same as an ASGI app served by uvicorn
+(uvloop, httptools), the server the gateway runs on: the difference between the two is what
+uvicorn and ASGI cost a relay. Only what a benchmark client sends is handled: it is a measuring
+stick, not a server.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 import os
 import sys
 from itertools import count
+from typing import Any
 
 import httptools
 import uvloop
@@ -116,6 +120,30 @@ async def relay_http(port: int, command: list[str]) -> None:
         await reading  # the backend's exit ends the relay
 
 
+async def relay_asgi(port: int, command: list[str]) -> None:
+    import uvicorn
+
+    backend = Backend(await spawn(command))
+    reading = asyncio.get_running_loop().create_task(backend.read())
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body, more = body + message.get("body", b""), message.get("more_body", False)
+        request = json.loads(body) if body else None
+        status, answer = (200, json.dumps(await backend.request(request), separators=(",", ":")).encode()) \
+            if isinstance(request, dict) and "id" in request else (202, b"")
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(answer))]})
+        await send({"type": "http.response.body", "body": answer})
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http="httptools", lifespan="off",
+                                           log_level="warning"))
+    serving = asyncio.get_running_loop().create_task(server.serve())
+    await asyncio.wait([reading, serving], return_when=asyncio.FIRST_COMPLETED)
+
+
 def main() -> None:
     args = sys.argv[1:]
     split = args.index("--")
@@ -123,8 +151,8 @@ def main() -> None:
     os.environ.setdefault("FASTMCP_LOG_LEVEL", "ERROR")
     if front == ["stdio"]:
         asyncio.run(relay_stdio(command))
-    elif len(front) == 2 and front[0] == "http":
-        uvloop.run(relay_http(int(front[1]), command))
+    elif len(front) == 2 and front[0] in ("http", "asgi"):
+        uvloop.run((relay_http if front[0] == "http" else relay_asgi)(int(front[1]), command))
     else:
         sys.exit(__doc__)
 
