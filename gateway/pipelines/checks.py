@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from jsonschema.exceptions import best_match
-from referencing.exceptions import Unresolvable
-
 from gateway.backends.backend import State
 from gateway.backends.errors import BackendError
 from gateway.backends.pool import BackendPool
@@ -12,6 +9,10 @@ from gateway.pipelines.spec import Pipeline
 
 
 def check_against_pool(pipeline: Pipeline, pool: BackendPool) -> list[str]:
+    # on first use: the gateway's start (the console imports this module) does without jsonschema
+    from jsonschema.exceptions import best_match
+    from referencing.exceptions import Unresolvable
+
     problems: list[str] = []
     where = f"{pipeline.source}: step"
     for step in pipeline.steps.values():
