@@ -70,14 +70,16 @@ class Catalog:
         validator = entry.validator
         if validator is None:
             return
-        from referencing.exceptions import Unresolvable
-
         try:
             if validator.is_valid(args):
                 return
             error = next(iter(sorted(validator.iter_errors(args), key=lambda e: e.path)), None)
-        except Unresolvable:  # the schema refers to another document: the backend checks what needs it
-            return
+        except Exception as exc:
+            from referencing.exceptions import Unresolvable
+
+            if isinstance(exc, Unresolvable):  # the schema refers to another document: the backend checks it
+                return
+            raise
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path)[:200]
             message = error.message if len(error.message) <= 500 else error.message[:500] + " ..."
