@@ -96,19 +96,10 @@ class LineReader:
 
     async def _answered(self, line: bytes) -> bool:
         """Whether `line` was the answer to, or progress of, a request sent by `request`."""
-        try:
-            message = pydantic_core.from_json(line)
-        except ValueError:
+        message = _object(line)
+        if message is None:
             return False
-        if not isinstance(message, dict):
-            return False
-        request_id = _as_id(message.get("id"))
-        if type(request_id) is int and ("result" in message or "error" in message):
-            expected = self._expected.pop(request_id, None)
-            if expected is None:
-                return False
-            if not expected.answer.done():
-                expected.answer.set_result(message)
+        if self._took_answer(message):
             return True
         params = message.get("params")
         if message.get("method") == "notifications/progress" and isinstance(params, dict) \
@@ -122,6 +113,31 @@ class LineReader:
                     logger.exception("a progress callback raised")
             return True
         return False
+
+    def _took_answer(self, message: dict[str, Any]) -> bool:
+        """Whether `message` answered a request sent by `request`, which now has it."""
+        request_id = _as_id(message.get("id"))
+        if type(request_id) is not int or not ("result" in message or "error" in message):
+            return False
+        expected = self._expected.pop(request_id, None)
+        if expected is None:
+            return False
+        if not expected.answer.done():
+            expected.answer.set_result(message)
+        return True
+
+    def _take_answers(self) -> None:
+        """Answers to `request` that start the buffer, handed over as they are read: their
+        requests resume without waking the session's reader first. Only while that reader waits,
+        having taken everything before them, so nothing the backend sent earlier (a progress
+        notification, a log message) is overtaken by the answer."""
+        buffer = self._buffer
+        while self._expected and (end := buffer.find(b"\n")) >= 0:
+            message = _object(bytes(buffer[:end]))
+            if message is None or not self._took_answer(message):
+                return
+            del buffer[: end + 1]
+            self._scanned = 0
 
     def _connection_closed(self) -> None:
         closed = MCPError(code=mcp_types.CONNECTION_CLOSED, message="Connection closed")
@@ -185,14 +201,19 @@ class LineReader:
             return
         except OSError:
             chunk = b""
+        complete = b"\n" in chunk
         if not chunk:
             self._eof = True
             self._unregister()
         else:
             self._buffer += chunk
+            waiting = self._waiter is not None and not self._waiter.done()
+            if complete and waiting and self._expected and not (self._skipping or self._pending):
+                self._take_answers()
+                complete = b"\n" in self._buffer  # the reader is woken only for a whole line left
         # Whoever waits is woken when a line is complete (or too long to keep); while nobody
         # waits, reading pauses there, so a busy session is not handed more than it asked for.
-        if self._eof or b"\n" in chunk or len(self._buffer) > MAX_LINE:
+        if self._eof or complete or len(self._buffer) > MAX_LINE:
             if self._waiter is None:
                 self._unregister()
             elif not self._waiter.done():
@@ -229,9 +250,10 @@ class LineReader:
 class LineWriter:
     """A session's write stream onto a non-blocking pipe, one message per line, without a writer task.
 
-    Messages sent during one turn of the event loop go out in a single write at the end of that
-    turn, so under load the reader is woken once per batch rather than once per message. A reader
-    that stops reading holds senders back once `HIGH_WATER` bytes are waiting.
+    The first message sent during a turn of the event loop is written at once; the rest sent during
+    that turn go out in a single write at its end, so under load the reader is woken about once per
+    batch rather than once per message. A reader that stops reading holds senders back once
+    `HIGH_WATER` bytes are waiting.
     """
 
     HIGH_WATER = 1 << 20
@@ -267,7 +289,19 @@ class LineWriter:
         self._buffer += line
         if not self._flushing:
             self._flushing = True
+            self._write()  # the first message of a turn goes at once, the rest of the turn's at its end
             asyncio.get_running_loop().call_soon(self._flush)
+
+    def _write(self) -> None:
+        if not self._buffer:
+            return
+        try:
+            del self._buffer[: os.write(self._fd, self._buffer)]
+        except BlockingIOError:
+            pass
+        except OSError:  # the reader is gone; the read side ends the session
+            self._broken = True
+            self._buffer.clear()
 
     def _flush(self) -> None:
         if self._closed:
@@ -276,13 +310,7 @@ class LineWriter:
         if self._waiting:
             loop.remove_writer(self._fd)
             self._waiting = False
-        try:
-            del self._buffer[: os.write(self._fd, self._buffer)]
-        except BlockingIOError:
-            pass
-        except OSError:  # the reader is gone; the read side ends the session
-            self._broken = True
-            self._buffer.clear()
+        self._write()
         if self._buffer:
             loop.add_writer(self._fd, self._flush)
             self._waiting = True
@@ -360,6 +388,14 @@ async def request(reader: LineReader, writer: LineWriter, request_id: int, metho
     if not isinstance(result, dict):
         raise MCPError(code=mcp_types.INTERNAL_ERROR, message=f"malformed result: {str(result)[:200]}")
     return result
+
+
+def _object(line: bytes) -> dict[str, Any] | None:
+    try:
+        message = pydantic_core.from_json(line)
+    except ValueError:
+        return None
+    return message if isinstance(message, dict) else None
 
 
 def _as_id(value: Any) -> Any:

@@ -100,6 +100,10 @@ async def test_requests_are_answered_off_the_line_and_everything_else_reaches_th
             elif what == "junk":  # a line that is no JSON-RPC, then the answer, in one write
                 os.write(from_peer_w, b"not json-rpc\n" + json.dumps(
                     {"jsonrpc": "2.0", "id": message["id"], "result": {"content": []}}).encode() + b"\n")
+            elif what == "logged":  # a log message and the answer in one write
+                os.write(from_peer_w, json.dumps({"jsonrpc": "2.0", "method": "notifications/message", "params": {
+                    "level": "info", "data": "first"}}).encode() + b"\n" + json.dumps(
+                    {"jsonrpc": "2.0", "id": message["id"], "result": {"content": []}}).encode() + b"\n")
             elif what == "fail":
                 say({"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32602, "message": "no such tool"}})
             elif what == "progress":
@@ -122,6 +126,10 @@ async def test_requests_are_answered_off_the_line_and_everything_else_reaches_th
             with anyio.fail_after(10):
                 echoed = await line_streams.request(reader, writer, 1, "tools/call", {"name": "echo"}, 5, None)
                 assert echoed == {"content": [], "echo": {"name": "echo"}}
+                # what the peer sent before an answer reaches the session before the request resumes
+                assert len(session_got) == 1
+                await line_streams.request(reader, writer, 7, "tools/call", {"name": "logged"}, 5, None)
+                assert [item.message.params["data"] for item in session_got] == ["x", "first"]
                 assert await line_streams.request(reader, writer, 6, "tools/call", {"name": "junk"}, 5, None) \
                     == {"content": []}
                 with pytest.raises(MCPError, match="no such tool") as failed:
@@ -138,7 +146,7 @@ async def test_requests_are_answered_off_the_line_and_everything_else_reaches_th
                 assert cancelled["params"]["requestId"] == 4
                 # only the peer's own messages went to the session; every answer was taken off the line
                 assert [getattr(item.message, "method", None) for item in session_got
-                        if not isinstance(item, Exception)] == ["notifications/message"]
+                        if not isinstance(item, Exception)] == ["notifications/message"] * 2
                 assert [type(item) for item in session_got if isinstance(item, Exception)] == [
                     line_streams.UnreadableLines]
 
