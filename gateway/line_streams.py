@@ -270,11 +270,13 @@ class LineWriter:
     async def send(self, item: SessionMessage) -> None:
         await self.send_line((item.message.model_dump_json(by_alias=True, exclude_unset=True) + "\n").encode())
 
-    async def send_line(self, line: bytes) -> None:
-        """One message, already a line of JSON."""
+    async def send_line(self, line: bytes, patience: float = SEND_PATIENCE) -> None:
+        """One message, already a line of JSON; TimeoutError when a reader that stopped reading
+        has not made room for it within `patience` seconds (a transport bounds its own sends, see
+        mcp's dispatcher)."""
         self.send_now(line)
         if len(self._buffer) > self.HIGH_WATER:
-            with anyio.fail_after(SEND_PATIENCE):  # a transport bounds its own sends (see mcp's dispatcher)
+            with anyio.fail_after(patience):
                 while len(self._buffer) > self.HIGH_WATER and not (self._broken or self._closed):
                     self._drained = self._drained or anyio.Event()
                     await self._drained.wait()
@@ -366,19 +368,22 @@ async def request(reader: LineReader, writer: LineWriter, request_id: int, metho
     if on_progress is not None:
         params = {**params, "_meta": {**(params.get("_meta") or {}), "progressToken": request_id}}
     expected = reader.expect(request_id, on_progress)
+    # The answer's wait is bounded by a timer that fails it, not by a cancel scope, which costs
+    # several times as much on every request.
+    timer = asyncio.get_running_loop().call_later(timeout, _expire, expected.answer)
     try:
-        with anyio.move_on_after(timeout) as waited:
-            await writer.send_line(pydantic_core.to_json({"jsonrpc": "2.0", "id": request_id, "method": method,
-                                                          "params": params}) + b"\n")
-            message = await expected.answer
+        await writer.send_line(pydantic_core.to_json({"jsonrpc": "2.0", "id": request_id, "method": method,
+                                                      "params": params}) + b"\n", patience=timeout)
+        message = await expected.answer
+    except TimeoutError:
+        _give_up(writer, request_id, f"timed out after {timeout}s")
+        raise MCPError(code=mcp_types.REQUEST_TIMEOUT, message=f"Request {method!r} timed out") from None
     except anyio.get_cancelled_exc_class():
         _give_up(writer, request_id, "caller cancelled")
         raise
     finally:
+        timer.cancel()
         reader.forget(request_id)
-    if waited.cancelled_caught:
-        _give_up(writer, request_id, f"timed out after {timeout}s")
-        raise MCPError(code=mcp_types.REQUEST_TIMEOUT, message=f"Request {method!r} timed out")
     error = message.get("error")
     if error is not None:
         if not (isinstance(error, dict) and type(error.get("code")) is int and isinstance(error.get("message"), str)):
@@ -388,6 +393,11 @@ async def request(reader: LineReader, writer: LineWriter, request_id: int, metho
     if not isinstance(result, dict):
         raise MCPError(code=mcp_types.INTERNAL_ERROR, message=f"malformed result: {str(result)[:200]}")
     return result
+
+
+def _expire(answer: asyncio.Future[dict[str, Any]]) -> None:
+    if not answer.done():
+        answer.set_exception(TimeoutError())
 
 
 def _object(line: bytes) -> dict[str, Any] | None:
