@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 from fastmcp import FastMCP
+from fastmcp.server.middleware.dereference import DereferenceRefsMiddleware
 from mcp_types import SubscriptionsListenRequestParams
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -114,8 +115,10 @@ def build_gateway(config: GatewayConfig, pool: BackendPool, registry: PipelineRe
     exported = BackendProvider(pool) if settings.export_tools else None
     on_report = metrics.pipeline_finished if metrics else lambda _report: None
     providers: list[Any] = [PipelineProvider(registry, pool, redact, on_report), *([exported] if exported else [])]
+    # Schemas are dereferenced (FastMCP's default) for what is offered, not for every tool before the
+    # offer filters it: in search mode that is a handful of tools, not the whole catalog.
     mcp = _compat.GatewayFastMCP("mcp-gateway", instructions=INSTRUCTIONS, lifespan=lifespan, providers=providers,
-                                 middleware=[sessions, offer])
+                                 middleware=[sessions, DereferenceRefsMiddleware(), offer], dereference_schemas=False)
     lowlevel = _compat.lowlevel(mcp)
 
     # On 2026-07-28 streamable HTTP, mcp checks Mcp-Param headers of every tools/call against the

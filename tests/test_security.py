@@ -243,6 +243,9 @@ async def test_tool_schemas_never_make_the_gateway_fetch_a_url(tmp_path: Path, m
             bad = await client.call_tool("refs__lookup", {"count": "three"}, raise_on_error=False)
             assert bad.is_error and "'three' is not of type 'integer'" in text_of(bad)
             assert "'count'" in text_of(bad)
+            # clients are shown the schema with its own references inlined (some cannot follow them)
+            listed = {t.name: t for t in await client.list_tools()}
+            assert listed["refs__lookup"].inputSchema["properties"]["count"] == {"type": "integer"}
 
         pipelines = tmp_path / "pipelines"
         pipelines.mkdir()
