@@ -170,8 +170,8 @@ async def test_search_mode_finds_and_calls_any_tool_of_a_400_tool_catalog(tmp_pa
             assert exported in [f["name"] for f in found], (exported, [f["name"] for f in found])
             match = next(f for f in found if f["name"] == exported)
             arguments = sample_arguments(match["input_schema"])
-            result = await client.call_tool(exported, arguments)
-            assert result.structured_content["arguments"] == arguments
+            result = await client.call_tool_mcp(exported, arguments)
+            assert result.structuredContent["arguments"] == arguments
 
 
 async def test_search_mode_loads_found_tools_for_handshake_era_clients(tmp_path: Path, mark: str) -> None:
